@@ -1,0 +1,1 @@
+"""The local engine: decode -> segment -> smooth -> composite -> encode, streamed frame by frame."""
