@@ -54,10 +54,18 @@ def read_manifest_task(url: str, option_fields: set[str], s3_endpoint_url: str |
     return read_manifest(url, option_fields, options)
 
 
+async def run_job(job: Job, storage: Storage) -> dict[str, Any]:
+    """Dispatch one job to its endpoint's runner; every runner returns a results row."""
+    if job.endpoint == "local":
+        # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
+        return await asyncio.to_thread(run_local_job, job, storage)
+    raise NotImplementedError(f"no runner for endpoint {job.endpoint!r}")
+
+
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
 async def process_job(job: Job, storage: Storage) -> dict[str, Any]:
     try:
-        return await asyncio.to_thread(run_local_job, job, storage)
+        return await run_job(job, storage)
     except Exception as exc:  # a bug must not lose the row: report it and go on
         get_run_logger().error("job %s crashed:\n%s", job.key, traceback.format_exc())
         return crashed_row(job, exc)
