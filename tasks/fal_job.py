@@ -36,6 +36,7 @@ from tasks.errors import (
 from tasks.execute import reusable, row_from_entry
 from tasks.fal import CallTrace, FalClient, QueueStatus, Submission
 from tasks.formats import spec_for
+from tasks.inputs import InputFacts, InputSettings, check_limits, check_remote, sniff_file
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.probe import InputProbe, local_path, probe_input, readable_location
 from tasks.storage import Storage, redact_url, sha256_file
@@ -60,6 +61,7 @@ class FalRunner:
         retry_failed: bool = False,
         input_storage_options: dict[str, Any] | None = None,
         submit_guard: SubmitGuard | None = None,
+        input_limits: InputSettings | None = None,
     ) -> None:
         if info.fal_app is None or info.build_arguments is None:
             raise ValueError(f"{info.name} is not a fal endpoint")
@@ -71,6 +73,7 @@ class FalRunner:
         self.retry_failed = retry_failed
         self.input_storage_options = input_storage_options
         self.submit_guard = submit_guard
+        self.input_limits = input_limits or InputSettings()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -100,6 +103,25 @@ async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallT
             code="upload_disabled",
         )
     return await runner.client.upload(path, trace=trace)
+
+
+def checked_probe(location: str, limits: InputSettings, ask_server: bool) -> InputProbe:
+    """Probe an input and refuse it, before anything is paid, when it breaks a limit."""
+    shown = redact_url(location)
+    size = check_remote(location, limits) if ask_server else None
+    path = local_path(location)
+    if path is not None:
+        size = sniff_file(path, limits)
+    probed = probe_input(location)
+    check_limits(
+        InputFacts(
+            bytes=size or probed.size_bytes, width=probed.width, height=probed.height,
+            fps=probed.fps, duration_s=probed.duration_s, frames=probed.frames,
+            frames_exact=probed.exact, video_streams=1, has_audio=False, codec="",
+        ),
+        limits, shown,
+    )  # fmt: skip
+    return probed
 
 
 def estimate_usd(price: Price, probed: InputProbe) -> float:
@@ -142,7 +164,8 @@ async def submit_job(
 ) -> Submission:
     """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
     location = await probe_location(job, runner)
-    probed = await asyncio.to_thread(probe_input, location)
+    ask = urlsplit(job.video_url).scheme in ("http", "https")  # not presigned s3 URLs
+    probed = await asyncio.to_thread(checked_probe, location, runner.input_limits, ask)
     entry.metrics["input"] = probed.as_dict()
     entry.estimated_cost_usd = estimate_usd(runner.price, probed)
     guard = runner.submit_guard(job, entry.estimated_cost_usd) if runner.submit_guard else None

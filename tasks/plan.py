@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks.endpoints import EndpointInfo
+from tasks.inputs import LocalInputPolicy
 from tasks.jobs import Job, Status, job_key
 from tasks.manifest import Manifest, ManifestRow
 from tasks.report import result_row
@@ -50,13 +51,24 @@ def resolve_params(
     return params
 
 
-def plan_jobs(manifest: Manifest, info: EndpointInfo, run_options: dict[str, Any]) -> Plan:
+def plan_jobs(
+    manifest: Manifest,
+    info: EndpointInfo,
+    run_options: dict[str, Any],
+    *,
+    local_inputs: LocalInputPolicy | None = None,
+) -> Plan:
+    """Jobs for the valid rows; ``local_inputs`` (None: any) says which local files may be read."""
     plan = Plan()
     seen: dict[str, Job] = {}
     endpoint = info.name.value
     for row in manifest.rows:
         if row.error_code:
             plan.invalid.append(invalid_row(row, endpoint, row.error_code, row.error or ""))
+            continue
+        refusal = local_inputs.refusal(row.video_url) if local_inputs is not None else None
+        if refusal is not None:
+            plan.invalid.append(invalid_row(row, endpoint, "local_input_refused", refusal))
             continue
         try:
             params = resolve_params(info, run_options, row.overrides)

@@ -65,7 +65,9 @@ class SeaweedS3:
             *(f"-{n.split('.')[0]}.port.grpc={p}" for n, p in ports.items() if n.endswith(".grpc")),
         ]  # fmt: skip
         log = (self.workdir / "weed.log").open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # weed turns AWS_* variables into its only identity; without them it takes any key.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
