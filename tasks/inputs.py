@@ -200,8 +200,6 @@ def read_facts(path: Path) -> InputFacts:
             notes = []
             if len(videos) > 1:
                 notes.append(f"{len(videos)} video streams: the first is processed")
-            if rate and stream.guessed_rate and stream.average_rate != stream.guessed_rate:
-                notes.append("variable frame rate: timestamps are kept as they are")
             return InputFacts(
                 bytes=path.stat().st_size, width=int(stream.codec_context.width),
                 height=int(stream.codec_context.height), fps=round(fps, 3),

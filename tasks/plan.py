@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,7 @@ def plan_jobs(
     """Jobs for the valid rows; ``local_inputs`` (None: any) says which local files may be read."""
     plan = Plan()
     seen: dict[str, Job] = {}
+    resolved: dict[str, dict[str, Any] | str] = {}
     endpoint = info.name.value
     for row in manifest.rows:
         if row.error_code:
@@ -70,12 +72,16 @@ def plan_jobs(
         if refusal is not None:
             plan.invalid.append(invalid_row(row, endpoint, "local_input_refused", refusal))
             continue
-        try:
-            params = resolve_params(info, run_options, row.overrides)
-        except ValidationError as exc:
-            plan.invalid.append(
-                invalid_row(row, endpoint, "invalid_options", describe_validation_error(exc))
-            )
+        # Catalog rows repeat a few option combinations: validate each combination once.
+        combo = json.dumps(row.overrides, sort_keys=True, default=str)
+        if combo not in resolved:
+            try:
+                resolved[combo] = resolve_params(info, run_options, row.overrides)
+            except ValidationError as exc:
+                resolved[combo] = describe_validation_error(exc)
+        params = resolved[combo]
+        if isinstance(params, str):
+            plan.invalid.append(invalid_row(row, endpoint, "invalid_options", params))
             continue
         key = job_key(row.video_url, endpoint, params)
         if key in seen:
