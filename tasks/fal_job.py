@@ -34,7 +34,7 @@ from tasks.errors import (
     SubmitOutcomeUnknown,
 )
 from tasks.execute import reusable, row_from_entry
-from tasks.fal import CallTrace, FalClient, QueueStatus, Submission
+from tasks.fal import CallTrace, FalClient, QueueStatus, Submission, retry_delay
 from tasks.formats import spec_for
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.probe import InputProbe, local_path, probe_input, readable_location
@@ -85,6 +85,19 @@ async def probe_location(job: Job, runner: FalRunner) -> str:
     return await asyncio.to_thread(
         readable_location, job.video_url, expiry, runner.input_storage_options
     )
+
+
+async def probe_with_retries(location: str, runner: FalRunner, attempts: int = 3) -> InputProbe:
+    """A remote input's host may refuse a moment (429/5xx/reset): try again before failing."""
+    remote = local_path(location) is None
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.to_thread(probe_input, location)
+        except InputError:
+            if not remote or attempt == attempts:
+                raise
+            await runner.client.sleep(retry_delay(attempt, runner.client.retry, runner.client.rng))
+    raise AssertionError("unreachable")
 
 
 async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallTrace) -> str:
@@ -142,7 +155,7 @@ async def submit_job(
 ) -> Submission:
     """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
     location = await probe_location(job, runner)
-    probed = await asyncio.to_thread(probe_input, location)
+    probed = await probe_with_retries(location, runner)
     entry.metrics["input"] = probed.as_dict()
     entry.estimated_cost_usd = estimate_usd(runner.price, probed)
     guard = runner.submit_guard(job, entry.estimated_cost_usd) if runner.submit_guard else None

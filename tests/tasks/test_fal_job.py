@@ -230,3 +230,23 @@ async def test_s3_input_is_presigned_for_fal(
         Ledger(storage).get(job.key)
     )
     await runner.aclose()
+
+
+async def test_a_flaky_input_host_is_probed_again(
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+) -> None:
+    class FirstTwoInputs(Faults):
+        def pick(self, call: str) -> str | None:
+            if call == "input" and self.rate < 2:
+                self.rate += 1
+                return "503"
+            return None
+
+    fake_fal.faults = FirstTwoInputs(rate=0.0)
+    runner = runner_for(fake_fal, "pixelcut")
+    row = await run_fal_job(
+        make_job(fake_fal.serve_file(clips["person"]), "pixelcut"), storage, runner
+    )
+    assert row["status"] == "succeeded", row
+    assert fake_fal.calls[("input", 503)] == 2
+    await runner.aclose()
