@@ -43,8 +43,10 @@ from tasks.verify import Expectation, probe, verify_output
 
 # A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
 SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
-# fal itself said the job failed: a re-run submits it again only with retry_failed.
-FAL_FAILED = frozenset({"fal_job_error", "fal_validation_error", "fal_bad_result"})
+# fal itself failed the job (or forgot it): a re-run submits it again only with retry_failed.
+FAL_FAILED = frozenset(
+    {"fal_job_error", "fal_validation_error", "fal_bad_result", "fal_request_not_found"}
+)
 
 
 class FalRunner:
@@ -100,18 +102,24 @@ async def probe_with_retries(location: str, runner: FalRunner, attempts: int = 3
     raise AssertionError("unreachable")
 
 
+def check_reachable(job: Job, runner: FalRunner) -> None:
+    """Refuse a local input before anything is reserved or sent when uploads are off."""
+    path = local_path(job.video_url)
+    if path is not None and not runner.client.settings.uploads:
+        raise InputError(
+            f"{path} is a local file, which fal.ai cannot read, and uploads to fal's storage "
+            "are off: put it on http(s) or s3://, or allow uploads (--fal-uploads, or "
+            "MATTEFLOW_FAL_UPLOADS=true)",
+            code="upload_disabled",
+        )
+
+
 async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallTrace) -> str:
-    """A URL fal can fetch: http(s) as is, s3 presigned, local files uploaded (if allowed)."""
+    """A URL fal can fetch: http(s) as is, s3 presigned, local files uploaded."""
     path = local_path(job.video_url)
     if path is None:
         return location
-    if not runner.client.settings.uploads:
-        raise InputError(
-            f"{path} is a local file, which fal.ai cannot read, and uploads are off: "
-            "put it on http(s) or s3://, or allow uploads (drop --no-fal-uploads / "
-            "MATTEFLOW_FAL_UPLOADS=false)",
-            code="upload_disabled",
-        )
+    check_reachable(job, runner)
     return await runner.client.upload(path, trace=trace)
 
 
@@ -154,6 +162,7 @@ async def submit_job(
     job: Job, entry: LedgerEntry, ledger: Ledger, runner: FalRunner, trace: CallTrace
 ) -> Submission:
     """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
+    check_reachable(job, runner)
     location = await probe_location(job, runner)
     probed = await probe_with_retries(location, runner)
     entry.metrics["input"] = probed.as_dict()
