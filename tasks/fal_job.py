@@ -34,7 +34,7 @@ from tasks.errors import (
     SubmitOutcomeUnknown,
 )
 from tasks.execute import reusable, row_from_entry
-from tasks.fal import CallTrace, FalClient, QueueStatus, Submission
+from tasks.fal import CallTrace, FalClient, QueueStatus, Submission, retry_delay
 from tasks.formats import spec_for
 from tasks.inputs import InputFacts, InputSettings, check_limits, check_remote, sniff_file
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
@@ -44,8 +44,10 @@ from tasks.verify import Expectation, probe, verify_output
 
 # A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
 SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
-# fal itself said the job failed: a re-run submits it again only with retry_failed.
-FAL_FAILED = frozenset({"fal_job_error", "fal_validation_error", "fal_bad_result"})
+# fal itself failed the job (or forgot it): a re-run submits it again only with retry_failed.
+FAL_FAILED = frozenset(
+    {"fal_job_error", "fal_validation_error", "fal_bad_result", "fal_request_not_found"}
+)
 
 
 class FalRunner:
@@ -90,38 +92,58 @@ async def probe_location(job: Job, runner: FalRunner) -> str:
     )
 
 
+async def probe_with_retries(location: str, runner: FalRunner, attempts: int = 3) -> InputProbe:
+    """A remote input's host may refuse a moment (429/5xx/reset): try again before failing."""
+    remote = local_path(location) is None
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.to_thread(probe_input, location)
+        except InputError:
+            if not remote or attempt == attempts:
+                raise
+            await runner.client.sleep(retry_delay(attempt, runner.client.retry, runner.client.rng))
+    raise AssertionError("unreachable")
+
+
+def check_reachable(job: Job, runner: FalRunner) -> None:
+    """Refuse a local input before anything is reserved or sent when uploads are off."""
+    path = local_path(job.video_url)
+    if path is not None and not runner.client.settings.uploads:
+        raise InputError(
+            f"{path} is a local file, which fal.ai cannot read, and uploads to fal's storage "
+            "are off: put it on http(s) or s3://, or allow uploads (--fal-uploads, or "
+            "MATTEFLOW_FAL_UPLOADS=true)",
+            code="upload_disabled",
+        )
+
+
 async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallTrace) -> str:
-    """A URL fal can fetch: http(s) as is, s3 presigned, local files uploaded (if allowed)."""
+    """A URL fal can fetch: http(s) as is, s3 presigned, local files uploaded."""
     path = local_path(job.video_url)
     if path is None:
         return location
-    if not runner.client.settings.uploads:
-        raise InputError(
-            f"{path} is a local file, which fal.ai cannot read, and uploads are off: "
-            "put it on http(s) or s3://, or allow uploads (drop --no-fal-uploads / "
-            "MATTEFLOW_FAL_UPLOADS=false)",
-            code="upload_disabled",
-        )
+    check_reachable(job, runner)
     return await runner.client.upload(path, trace=trace)
 
 
-def checked_probe(location: str, limits: InputSettings, ask_server: bool) -> InputProbe:
-    """Probe an input and refuse it, before anything is paid, when it breaks a limit."""
-    shown = redact_url(location)
-    size = check_remote(location, limits) if ask_server else None
+def precheck(location: str, limits: InputSettings, ask_server: bool) -> int | None:
+    """Refuse, before anything is paid, an input that is missing, forbidden, a web page, empty
+    or too big; returns its size where known."""
+    if ask_server:
+        return check_remote(location, limits)
     path = local_path(location)
-    if path is not None:
-        size = sniff_file(path, limits)
-    probed = probe_input(location)
-    check_limits(
-        InputFacts(
-            bytes=size or probed.size_bytes, width=probed.width, height=probed.height,
-            fps=probed.fps, duration_s=probed.duration_s, frames=probed.frames,
-            frames_exact=probed.exact, video_streams=1, has_audio=False, codec="",
-        ),
-        limits, shown,
+    return sniff_file(path, limits) if path is not None else None
+
+
+def check_probe_limits(
+    probed: InputProbe, size: int | None, limits: InputSettings, shown: str
+) -> None:
+    facts = InputFacts(
+        bytes=size or probed.size_bytes, width=probed.width, height=probed.height,
+        fps=probed.fps, duration_s=probed.duration_s, frames=probed.frames,
+        frames_exact=probed.exact, video_streams=1, has_audio=False, codec="",
     )  # fmt: skip
-    return probed
+    check_limits(facts, limits, shown)
 
 
 def estimate_usd(price: Price, probed: InputProbe) -> float:
@@ -163,9 +185,12 @@ async def submit_job(
     job: Job, entry: LedgerEntry, ledger: Ledger, runner: FalRunner, trace: CallTrace
 ) -> Submission:
     """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
+    check_reachable(job, runner)
     location = await probe_location(job, runner)
     ask = urlsplit(job.video_url).scheme in ("http", "https")  # not presigned s3 URLs
-    probed = await asyncio.to_thread(checked_probe, location, runner.input_limits, ask)
+    size = await asyncio.to_thread(precheck, location, runner.input_limits, ask)
+    probed = await probe_with_retries(location, runner)
+    check_probe_limits(probed, size, runner.input_limits, redact_url(location))
     entry.metrics["input"] = probed.as_dict()
     entry.estimated_cost_usd = estimate_usd(runner.price, probed)
     guard = runner.submit_guard(job, entry.estimated_cost_usd) if runner.submit_guard else None
