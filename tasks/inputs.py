@@ -239,7 +239,7 @@ def check_remote(url: str, limits: InputSettings, *, timeout_s: float = 20.0) ->
     """Ask an http(s) input's server about it before anyone pays to fetch it.
 
     Returns its size when the server says; raises ``InputError`` for 404/401/403, a web page, or
-    a size over the limit. HEAD first; where HEAD is refused (presigned links are signed for GET
+    a size over the limit. Transient trouble (5xx, 429, a reset) is left to the probe's retries. HEAD first; where HEAD is refused (presigned links are signed for GET
     only) a one-byte ranged GET.
     """
     shown = redact_url(url)
@@ -249,11 +249,9 @@ def check_remote(url: str, limits: InputSettings, *, timeout_s: float = 20.0) ->
             if resp.status_code in (401, 403, 405, 501):
                 with client.stream("GET", url, headers={"Range": "bytes=0-0"}) as resp:
                     pass  # headers are enough; the body is not read
-    except httpx.HTTPError as exc:
-        raise InputError(
-            f"cannot reach input {shown}: {type(exc).__name__}", code="input_unreachable"
-        ) from exc
-    if resp.status_code in (405, 501):
+    except httpx.HTTPError:
+        return None  # a moment's trouble: the probe that follows retries and decides
+    if resp.status_code in (405, 408, 429, 501) or resp.status_code >= 500:
         return None
     raise_for_input_response(resp, shown)
     size: int | None = None

@@ -22,6 +22,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+_LIVE = False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _LIVE
+    _LIVE = live_run(str(config.option.markexpr or ""))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def canary_secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Recognisable FAL_KEY / S3 secret for the session, unless it is a live run.
@@ -30,7 +38,7 @@ def canary_secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     (``MATTEFLOW_INPUT_LOCAL_ROOTS``): flow tests read clips from there without the CLI's flag.
     """
     patch = pytest.MonkeyPatch()
-    env = {} if live_run() else canary_env()
+    env = {} if _LIVE else canary_env()
     for name, value in env.items():
         patch.setenv(name, value)
     roots = [str(tmp_path_factory.getbasetemp().resolve())]
@@ -46,7 +54,7 @@ _LEAKS: list[str] = []
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Every test's captured stdout, stderr, log and failure text is scanned for the canaries."""
-    if live_run():
+    if _LIVE:
         return
     for name, text in report.sections:
         _LEAKS.extend(leaks_in_text(text, f"{report.nodeid} [{name}]"))
@@ -56,7 +64,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session if a canary secret reached any file or captured output."""
-    if live_run():
+    if _LIVE:
         return
     factory = getattr(session.config, "_tmp_path_factory", None)
     basetemp = getattr(factory, "_basetemp", None)

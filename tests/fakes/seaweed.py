@@ -21,6 +21,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int, avoid: int = 0) -> list[int]:
+    """``n`` distinct free ports: all held open at once, so the OS cannot hand one out twice."""
+    held: list[socket.socket] = []
+    try:
+        while len(held) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] == avoid:
+                s.close()
+                continue
+            held.append(s)
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def weed_binary() -> str:
     local = Path(sys.executable).parent / "weed"
     found = str(local) if local.exists() else shutil.which("weed")
@@ -53,8 +70,8 @@ class SeaweedS3:
             self.s3_port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         names = ("master", "volume", "filer", "s3")
-        ports = {f"{n}.grpc": free_port() for n in names}
-        ports.update({n: free_port() for n in ("master", "volume", "filer")})
+        keys = [*(f"{n}.grpc" for n in names), "master", "volume", "filer"]
+        ports = dict(zip(keys, free_ports(len(keys), avoid=self.s3_port), strict=True))
         cmd = [
             weed_binary(), "server", f"-dir={self.workdir}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", "-s3", f"-s3.port={self.s3_port}",

@@ -16,9 +16,11 @@ CANARY_S3_SECRET = "s3-canary-secret-b84d0e6f27a1"
 CANARIES = (CANARY_FAL_KEY, CANARY_S3_SECRET)
 
 
-def live_run() -> bool:
-    """A run against the real fal.ai keeps the real key."""
-    return os.environ.get("MATTEFLOW_LIVE", "") not in ("", "0")
+def live_run(markexpr: str = "") -> bool:
+    """A run against the real fal.ai (``-m live`` or MATTEFLOW_LIVE=1) keeps the real keys."""
+    if os.environ.get("MATTEFLOW_LIVE", "") not in ("", "0"):
+        return True
+    return "live" in markexpr and "not live" not in markexpr
 
 
 def canary_env() -> dict[str, str]:
