@@ -18,6 +18,7 @@ class Route:
     content_type: str = "video/mp4"
     head_status: int | None = None  # answer HEAD differently (403: signed for GET only)
     chunked: bool = False  # no Content-Length: the size is known only by reading
+    truncate_first: int = 0  # this many GETs send half the body, then drop (-1: every one)
 
 
 @dataclass
@@ -67,8 +68,17 @@ class HttpFiles:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
-                if not head:
-                    self.wfile.write(body)
+                if head:
+                    return
+                if route.truncate_first and not head:
+                    route.truncate_first -= route.truncate_first > 0
+                    files.requests[("TRUNCATED", name)] += 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # mid-body: the client sees a short read
+                    return
+                self.wfile.write(body)
 
             def do_GET(self) -> None:
                 self._answer(head=False)
