@@ -68,7 +68,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     factory = getattr(session.config, "_tmp_path_factory", None)
     basetemp = getattr(factory, "_basetemp", None)
-    leaks = list(_LEAKS)
+    leaks = sorted(set(_LEAKS))
     if basetemp is not None and Path(basetemp).is_dir():
         _, found = leaks_in_files(Path(basetemp))
         leaks += found

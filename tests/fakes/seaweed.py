@@ -102,7 +102,7 @@ class SeaweedS3:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(3)  # weed often ignores SIGTERM for ~10 s: do not wait for it
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
