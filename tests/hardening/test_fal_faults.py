@@ -212,3 +212,30 @@ async def test_an_output_url_that_404s_fails_the_row_and_is_not_resubmitted(
         assert "404" in row["error"]
     assert fake.accepted[PIXELCUT] == 1  # the re-run asked fal for the result again, not a job
     assert again[0]["request_id"] == rows[0]["request_id"]
+
+
+async def test_bad_inputs_are_refused_before_anything_is_paid(
+    tmp_path: Path, clips: dict[str, Path], cdn: HttpFiles, tally: Counter[str]
+) -> None:
+    """Missing, forbidden, HTML and oversized inputs never reach fal; a presigned-style link
+    whose HEAD is refused still goes through."""
+    with CdnFal(tmp_path / "fal", cdn) as fake:
+        body = clips["silent"].read_bytes()
+        inputs = {
+            "404": (cdn.serve(b"", "gone.mp4", status=404), "input_not_found"),
+            "403": (cdn.serve(b"", "private.mp4", status=403), "input_forbidden"),
+            "html": (cdn.serve(b"<html>login</html>", "page.mp4", content_type="text/html"), "input_html"),
+            "big": (cdn.serve(body * 4, "big.mp4"), "input_too_large"),
+            "signed": (cdn.serve(body, "signed.mp4", head_status=403), None),
+        }  # fmt: skip
+        runner = runner_for(fake)
+        runner.input_limits = runner.input_limits.model_copy(update={"max_bytes": len(body) * 2})
+        storage = Storage(str(tmp_path / "out"))
+        jobs = [job_for(url, n) for n, (url, _) in enumerate(inputs.values(), 1)]
+        rows = await run_all(jobs, storage, runner)
+        tally["inputs_tried"] += len(inputs)
+    assert_terminal_with_reasons(rows, tally)
+    for row, (url, code) in zip(rows, inputs.values(), strict=True):
+        assert row["error_code"] == code, row
+        assert fake.accepted_inputs[(PIXELCUT, url)] == (1 if code is None else 0)
+    assert sum(fake.accepted.values()) == 1
