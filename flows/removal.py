@@ -22,10 +22,10 @@ from tasks.errors import AuthError, ManifestError
 from tasks.execute import run_local_job
 from tasks.fal import FalSettings, build_client
 from tasks.fal_job import FalRunner, run_fal_job
-from tasks.inputs import InputSettings, LocalInputPolicy
 from tasks.jobs import Job, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
 from tasks.plan import Plan, plan_jobs
+from tasks.preflight import InputSettings, LocalInputPolicy
 from tasks.report import (
     cost_markdown,
     cost_table,

@@ -17,8 +17,8 @@ from tasks.engine.pipeline import remove_background
 from tasks.engine.segment import Segmenter
 from tasks.errors import MatteflowError, StorageError
 from tasks.formats import spec_for
-from tasks.inputs import InputSettings, carry_rotation, preflight
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.preflight import InputSettings, carry_rotation, preflight
 from tasks.report import result_row
 from tasks.storage import Storage, local_input
 from tasks.verify import Expectation, verify_output

@@ -36,8 +36,8 @@ from tasks.errors import (
 from tasks.execute import reusable, row_from_entry
 from tasks.fal import CallTrace, FalClient, QueueStatus, Submission, retry_delay
 from tasks.formats import spec_for
-from tasks.inputs import InputFacts, InputSettings, check_limits, check_remote, sniff_file
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
 from tasks.probe import InputProbe, local_path, probe_input, readable_location
 from tasks.storage import Storage, redact_url, sha256_file
 from tasks.verify import Expectation, probe, verify_output

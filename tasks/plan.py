@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks.endpoints import EndpointInfo
-from tasks.inputs import LocalInputPolicy
 from tasks.jobs import Job, Status, job_key
 from tasks.manifest import Manifest, ManifestRow
+from tasks.preflight import LocalInputPolicy
 from tasks.report import result_row
 
 

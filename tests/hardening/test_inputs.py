@@ -12,9 +12,9 @@ import pytest
 
 from tasks.endpoints import endpoint_info
 from tasks.execute import run_local_job
-from tasks.inputs import InputSettings, check_remote
 from tasks.jobs import Job, JobState, Ledger, job_key
 from tasks.plan import resolve_params
+from tasks.preflight import InputSettings, check_remote
 from tasks.storage import Storage
 from tasks.verify import probe
 from tests.fakes import bad_inputs

@@ -17,10 +17,10 @@ from flows.removal import remove_backgrounds
 from tasks.endpoints import endpoint_info
 from tasks.errors import ManifestError
 from tasks.execute import run_local_job
-from tasks.inputs import InputSettings, LocalInputPolicy
 from tasks.jobs import Job, job_key, safe_stem
 from tasks.manifest import Manifest, ManifestRow
 from tasks.plan import plan_jobs, resolve_params
+from tasks.preflight import InputSettings, LocalInputPolicy
 from tasks.storage import Storage
 from tests.fakes.http_files import HttpFiles
 from tests.fakes.seaweed import SeaweedS3

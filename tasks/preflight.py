@@ -1,4 +1,4 @@
-"""Inputs are checked before any work or spend: who may read local files, how big an input may
+"""Preflight: what is checked about an input before any work or spend: who may read local files,
 be, and whether it is a video at all.
 
 * Local inputs (``file://`` and paths) read the worker's disk, so a run from the Prefect UI must
