@@ -1,5 +1,5 @@
-"""Preflight: what is checked about an input before any work or spend: who may read local files,
-be, and whether it is a video at all.
+"""Preflight: what is checked about an input before any work or spend: who may read local
+files, how big an input may be, and whether it is a video at all.
 
 * Local inputs (``file://`` and paths) read the worker's disk, so a run from the Prefect UI must
   not name them: runs allow them only when their parameters say so (the CLI does), or under an
