@@ -147,7 +147,9 @@ def run_local_job(
                 expected = Expectation.from_input(
                     spec, options.transparent, source, background_rgb=options.rgb
                 )
+                t_verify = time.perf_counter()
                 report = verify_output(out, expected, settings)
+                entry.metrics["verify_s"] = round(time.perf_counter() - t_verify, 3)
                 codes = report.codes
                 entry.verification = report.as_dict()
                 entry.bytes, entry.sha256 = report.bytes, report.sha256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tasks.report import (
     write_reports,
 )
 from tasks.storage import Storage
+from tests.fakes.seaweed import SeaweedS3
 
 DESIGN_COLUMNS = [
     "row", "id", "video_url", "job_key", "endpoint", "status", "error_code", "error",
@@ -221,3 +223,16 @@ def test_verification_columns_come_from_the_ledger_record() -> None:
         "flicker": None,
         "verify_reasons": None,
     }
+
+
+@pytest.mark.integration
+def test_reports_are_written_to_s3(seaweed: SeaweedS3, s3_bucket: str) -> None:
+    storage = Storage(f"{s3_bucket}/catalog", seaweed.storage_options())
+    info = write_reports(storage, "on-s3", mixed_rows(), {}, {}, None)
+    assert info["files"]["results.csv"] == f"{s3_bucket}/catalog/runs/on-s3/results.csv"
+    for name in info["files"]:
+        assert storage.exists(f"runs/on-s3/{name}"), name
+    data = storage.read_bytes("runs/on-s3/cost_report.csv")
+    assert data is not None
+    total = pd.read_csv(io.BytesIO(data)).query("group == 'total'").iloc[0]
+    assert total["cost_usd"] == pytest.approx(0.7233) and pd.isna(total["budget_usd"])
