@@ -14,11 +14,16 @@ from typing import Any
 
 import httpx
 
+GRPC_OFFSET = 10000  # weed serves gRPC on each port + 10000: that must stay a valid port
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + GRPC_OFFSET <= 65535:
+            return port
 
 
 def weed_binary() -> str:
