@@ -126,7 +126,7 @@ async def publish_artifacts(
     await acreate_table_artifact(
         key="results", table=table,
         description=f"{len(table)} of {len(results)} rows of run {run_name} (problems first); "
-        f"full table: {csv_url}",
+        f"full table: [results.csv]({csv_url})",
     )  # fmt: skip
     await acreate_markdown_artifact(
         key="cost-report",

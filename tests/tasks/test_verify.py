@@ -133,6 +133,9 @@ def bad_case(name: str, source: Path, d: Path) -> tuple[Path, Expectation, str]:
     if name == "wrong_codec_h264_for_vp9":
         path = write_output(source, d / "h264.mkv", OutputFormat.mkv_h264, transparent=False)
         return path, expect(OutputFormat.mkv_vp9, False, src), Code.wrong_codec
+    if name == "wrong_codec_vp8_for_vp9":
+        path = write_output(source, d / "vp8.webm", webm, transparent=False, codec="libvpx")
+        return path, expect(webm, False, src), Code.wrong_codec
     if name == "wrong_container_mkv_for_webm":
         path = write_output(source, d / "vp9.mkv", OutputFormat.mkv_vp9, transparent=True)
         return path, expect(webm, True, src), Code.wrong_container
@@ -150,7 +153,7 @@ BAD = [
     "truncated_gif", "alpha_stripped_webm_vp9", "alpha_stripped_mov_proresks",
     "alpha_stripped_gif", "frame_missing", "wrong_size", "not_a_video", "still_image",
     "all_transparent", "all_opaque", "all_background_mp4", "wrong_codec_hevc_for_h264",
-    "wrong_codec_h264_for_vp9", "wrong_container_mkv_for_webm", "empty_file", "missing_file",
+    "wrong_codec_h264_for_vp9", "wrong_codec_vp8_for_vp9", "wrong_container_mkv_for_webm", "empty_file", "missing_file",
 ]  # fmt: skip
 
 
