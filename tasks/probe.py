@@ -194,6 +194,23 @@ def mask_alpha(frame: Any, size: tuple[int, int] | None = None) -> Alpha:
     return np.asarray(gray.to_ndarray(), dtype=np.float32) / 255.0
 
 
+def declared_video_duration(stream: Any) -> float | None:
+    """The video stream's own duration from the container header (Matroska writes it as a tag).
+
+    The container's overall duration is not used: an audio track may outlast the video.
+    """
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+    return None
+
+
 @dataclass
 class VideoProbe:
     """What a video file really holds, read by decoding it."""
@@ -210,7 +227,7 @@ class VideoProbe:
     has_audio: bool
     alpha_mean: float | None = None  # mean alpha of sampled frames, 0..1
     demuxer: str = ""
-    declared_duration_s: float | None = None  # what the container header claims
+    declared_duration_s: float | None = None  # what the container header claims for the video
     fg_fraction: float | None = None  # share of pixels with alpha >= 0.5, mean over samples
     fg_min: float | None = None
     fg_max: float | None = None
@@ -270,7 +287,7 @@ def probe(
         codec = stream.codec_context.name
         # GIF decodes to BGRA always: it carries alpha only where some pixel is see-through.
         has_alpha = pix_fmt_has_alpha(pix_fmt) and (codec != "gif" or alpha_seen)
-        declared = container.duration / av.time_base if container.duration else None
+        declared = declared_video_duration(stream)
         fg_range = stats.fg_range
         return VideoProbe(
             container=kind or demuxer,

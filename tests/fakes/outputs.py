@@ -72,11 +72,13 @@ def write_output(
     size: tuple[int, int] | None = None,
     background: tuple[int, int, int] = GREEN,
     codec: str | None = None,
+    audio_s: float | None = None,
 ) -> Path:
     """Write ``clip`` as a removal output in ``fmt``.
 
     Faults on request: ``keep_alpha=False`` encodes a transparent format without its alpha,
     ``drop_frame`` leaves one frame out, ``size`` scales every frame, ``codec`` swaps the encoder.
+    ``audio_s`` adds a silent audio track of that length (which may outlast the video).
     """
     spec: FormatSpec = spec_for(fmt)
     frames, rate = read_rgb(clip)
@@ -97,6 +99,8 @@ def write_output(
         stream.options = dict(_OPTIONS.get(encoder, {}))
         if encoder == "libx265" and spec.container in ("mp4", "mov"):
             stream.codec_tag = "hvc1"
+        if audio_s is not None and spec.audio_codec:
+            _write_silence(out, spec.audio_codec, audio_s)
         pts = 0
         for i, rgb in enumerate(frames):
             if i == drop_frame:
@@ -121,6 +125,19 @@ def write_output(
             out.mux(stream.encode(new))
         out.mux(stream.encode(None))
     return dst
+
+
+def _write_silence(out: Any, codec: str, seconds: float) -> None:
+    audio: Any = out.add_stream(codec, rate=48000)
+    audio.layout = "mono"
+    n, total = 960, int(48000 * seconds)
+    for start in range(0, total, n):
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, n), np.float32), format="fltp", layout="mono"
+        )
+        frame.sample_rate, frame.pts, frame.time_base = 48000, start, Fraction(1, 48000)
+        out.mux(audio.encode(frame))
+    out.mux(audio.encode(None))
 
 
 def write_mask(clip: Path, dst: Path, *, matte: MatteFn = ellipse_matte) -> Path:

@@ -169,6 +169,21 @@ def test_bad_outputs_are_flagged_with_their_reason(
     assert report.error_code.split(",") == report.codes
 
 
+@pytest.mark.parametrize("fmt", ["webm_vp9", "mp4_h264"])
+def test_audio_outlasting_the_video_is_not_mistaken_for_truncation(
+    fmt: str, source: Path, corpus_dir: Path
+) -> None:
+    spec = spec_for(fmt)
+    path = write_output(
+        source, corpus_dir / f"long_audio{spec.extension}", fmt, transparent=spec.carries_alpha,
+        audio_s=1.5,
+    )  # fmt: skip
+    report = verify_output(path, expect(fmt, spec.carries_alpha, probe_input(source)))
+    assert report.ok, report.reasons
+    assert report.probe is not None and report.probe.has_audio
+    assert report.probe.declared_duration_s == pytest.approx(0.4, abs=0.05)
+
+
 def test_every_reason_is_reported_at_once(source: Path, corpus_dir: Path) -> None:
     src = probe_input(source)
     path = write_output(
