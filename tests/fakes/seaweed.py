@@ -59,13 +59,14 @@ class SeaweedS3:
             weed_binary(), "server", f"-dir={self.workdir}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", "-s3", f"-s3.port={self.s3_port}",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-            f"-filer.port={ports['filer']}", "-volume.max=64", "-master.volumeSizeLimitMB=64",
+            f"-filer.port={ports['filer']}", "-volume.max=8", "-master.volumeSizeLimitMB=64",
             "-master.telemetry=false",  # tests talk to loopback only
-            # Each bucket grows 7 volumes at its first write: 8 ran out at the third bucket.
             "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports would collide
             *(f"-{n.split('.')[0]}.port.grpc={p}" for n, p in ports.items() if n.endswith(".grpc")),
         ]  # fmt: skip
         log = (self.workdir / "weed.log").open("ab")
+        # Each bucket grows 7 volumes at its first write: 8 ran out at a session's third bucket.
+        cmd.append("-volume.max=64")  # the last value of a repeated Go flag wins
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
