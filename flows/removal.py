@@ -12,8 +12,12 @@ from prefect.cache_policies import NONE
 
 from flows.artifacts import JobProgress, publish_artifacts
 from flows.params import DEFAULT_MAX_IN_FLIGHT, RunParams
-from tasks.endpoints import endpoint_info
+from tasks.cost import price_for
+from tasks.endpoints import EndpointInfo, endpoint_info
+from tasks.errors import AuthError
 from tasks.execute import run_local_job
+from tasks.fal import FalSettings, build_client
+from tasks.fal_job import FalRunner, run_fal_job
 from tasks.jobs import Job, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
 from tasks.plan import Plan, plan_jobs
@@ -42,18 +46,45 @@ def read_manifest_task(url: str, option_fields: set[str], s3_endpoint_url: str |
     return read_manifest(url, option_fields, options)
 
 
-async def run_job(job: Job, storage: Storage, verify: VerifySettings) -> dict[str, Any]:
+def build_fal_runner(params: RunParams, info: EndpointInfo) -> FalRunner:
+    """The run's one fal client (settings from the environment, run flags on top)."""
+    overrides: dict[str, Any] = {}
+    if params.fal_uploads is not None:
+        overrides["uploads"] = params.fal_uploads
+    if params.presign_expiry_s is not None:
+        overrides["presign_expiry_s"] = params.presign_expiry_s
+    settings = FalSettings().model_copy(update=overrides)
+    s3 = s3_options(params.s3_endpoint_url) if params.s3_endpoint_url else None
+    return FalRunner(
+        build_client(settings),
+        info,
+        price_for(info.name.value),
+        resubmit_unknown=params.resubmit_unknown,
+        retry_failed=params.retry_failed,
+        input_storage_options=s3,
+    )
+
+
+async def run_job(
+    job: Job, storage: Storage, verify: VerifySettings, fal: FalRunner | None = None
+) -> dict[str, Any]:
     """Dispatch one job to its endpoint's runner; every runner returns a results row."""
     if job.endpoint == "local":
         # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
         return await asyncio.to_thread(run_local_job, job, storage, settings=verify)
+    if fal is not None and job.endpoint == fal.info.name.value:
+        return await run_fal_job(job, storage, fal)
     raise NotImplementedError(f"no runner for endpoint {job.endpoint!r}")
 
 
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
-async def process_job(job: Job, storage: Storage, verify: VerifySettings) -> dict[str, Any]:
+async def process_job(
+    job: Job, storage: Storage, verify: VerifySettings, fal: FalRunner | None = None
+) -> dict[str, Any]:
     try:
-        return await run_job(job, storage, verify)
+        return await run_job(job, storage, verify, fal)
+    except AuthError:
+        raise  # the key is bad for every job: the flow stops the run
     except Exception as exc:  # a bug must not lose the row: report it and go on
         get_run_logger().error("job %s crashed:\n%s", job.key, traceback.format_exc())
         return crashed_row(job, exc)
@@ -93,16 +124,25 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     )  # fmt: skip
     limit = params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[params.endpoint]
     gate = asyncio.Semaphore(limit)
+    fal = build_fal_runner(params, info) if info.is_fal and plan.jobs else None
 
     async def bounded(job: Job) -> dict[str, Any]:
         async with gate:
             return await process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")(
-                job, storage, params.verify
+                job, storage, params.verify, fal
             )
 
     t_jobs = time.perf_counter()
-    async with JobProgress(len(plan.jobs)) as progress:
-        done = await asyncio.gather(*(progress.track(bounded(job)) for job in plan.jobs))
+    try:
+        # A TaskGroup, not gather: an AuthError in one job cancels the others at once.
+        async with JobProgress(len(plan.jobs)) as progress, asyncio.TaskGroup() as group:
+            running = [group.create_task(progress.track(bounded(job))) for job in plan.jobs]
+    except* AuthError as failed:
+        raise failed.exceptions[0] from None
+    finally:
+        if fal is not None:
+            await fal.aclose()
+    done = [t.result() for t in running]
     jobs_s = time.perf_counter() - t_jobs
     by_key = {row["job_key"]: row for row in done}
     rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
