@@ -17,6 +17,7 @@ from tasks.endpoints.birefnet import (
 )
 from tasks.formats import OutputFormat
 from tasks.options import Background
+from tasks.verify import VerifySettings
 
 # Endpoint options a run may set for all its rows (rows may override them in the manifest).
 OPTION_KEYS = (
@@ -92,6 +93,10 @@ class RunParams(BaseModel):
     budget_usd: float | None = Field(None, ge=0, description="Stop submitting past this spend.")
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint URL (MinIO, SeaweedFS, R2…)."
+    )
+    verify: VerifySettings = Field(
+        default_factory=VerifySettings,
+        description="Output checks: matte thresholds, and whether to retry a failed output once.",
     )
 
     def resolved_run_name(self) -> str:

@@ -8,13 +8,9 @@ import traceback
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    acreate_link_artifact,
-    acreate_markdown_artifact,
-    acreate_table_artifact,
-)
 from prefect.cache_policies import NONE
 
+from flows.artifacts import JobProgress, publish_artifacts
 from flows.params import DEFAULT_MAX_IN_FLIGHT, RunParams
 from tasks.cost import price_for
 from tasks.endpoints import EndpointInfo, endpoint_info
@@ -26,17 +22,9 @@ from tasks.jobs import Job, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
 from tasks.plan import Plan, plan_jobs
 from tasks.preflight import InputSettings, LocalInputPolicy
-from tasks.report import (
-    cost_markdown,
-    cost_table,
-    failures_by_reason,
-    result_row,
-    results_frame,
-    write_reports,
-)
+from tasks.report import result_row, write_reports
 from tasks.storage import Storage, s3_options
-
-ARTIFACT_ROWS = 200  # the UI table stays readable; the full table is in results.parquet/csv
+from tasks.verify import VerifySettings
 
 
 def storage_for(url: str, s3_endpoint_url: str | None) -> Storage:
@@ -84,13 +72,14 @@ def build_fal_runner(
 async def run_job(
     job: Job,
     storage: Storage,
+    verify: VerifySettings,
     fal: FalRunner | None = None,
     limits: InputSettings | None = None,
 ) -> dict[str, Any]:
     """Dispatch one job to its endpoint's runner; every runner returns a results row."""
     if job.endpoint == "local":
         # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
-        return await asyncio.to_thread(run_local_job, job, storage, limits=limits)
+        return await asyncio.to_thread(run_local_job, job, storage, settings=verify, limits=limits)
     if fal is not None and job.endpoint == fal.info.name.value:
         return await run_fal_job(job, storage, fal)
     raise NotImplementedError(f"no runner for endpoint {job.endpoint!r}")
@@ -100,11 +89,12 @@ async def run_job(
 async def process_job(
     job: Job,
     storage: Storage,
+    verify: VerifySettings,
     fal: FalRunner | None = None,
     limits: InputSettings | None = None,
 ) -> dict[str, Any]:
     try:
-        return await run_job(job, storage, fal, limits)
+        return await run_job(job, storage, verify, fal, limits)
     except AuthError:
         raise  # the key is bad for every job: the flow stops the run
     except Exception as exc:  # a bug must not lose the row: report it and go on
@@ -126,28 +116,6 @@ def duplicate_rows(
         )  # fmt: skip
         out.append(first)
     return out
-
-
-async def publish_artifacts(
-    storage: Storage, run_name: str, rows: list[dict[str, Any]], budget: float | None
-) -> None:
-    results = results_frame(rows)
-    shown = results.head(ARTIFACT_ROWS)
-    cols = ["row", "id", "status", "error_code", "output_url", "frames", "cost_usd", "elapsed_s"]
-    table = shown[cols].astype(object).where(shown[cols].notna(), None).to_dict(orient="records")
-    base = storage.url(f"runs/{run_name}")
-    await acreate_table_artifact(
-        key="results", table=table,
-        description=f"First {len(shown)} of {len(results)} rows; full table: {base}/results.csv",
-    )  # fmt: skip
-    await acreate_markdown_artifact(
-        key="cost-report",
-        markdown=cost_markdown(run_name, cost_table(results, budget), failures_by_reason(results)),
-        description="Cost by endpoint and status",
-    )
-    await acreate_link_artifact(
-        key="results-csv", link=f"{base}/results.csv", link_text="results.csv"
-    )
 
 
 @flow(name="matteflow", log_prints=True)
@@ -182,14 +150,14 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     async def bounded(job: Job) -> dict[str, Any]:
         async with gate:
             return await process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")(
-                job, storage, fal, limits
+                job, storage, params.verify, fal, limits
             )
 
     t_jobs = time.perf_counter()
     try:
         # A TaskGroup, not gather: an AuthError in one job cancels the others at once.
-        async with asyncio.TaskGroup() as group:
-            running = [group.create_task(bounded(job)) for job in plan.jobs]
+        async with JobProgress(len(plan.jobs)) as progress, asyncio.TaskGroup() as group:
+            running = [group.create_task(progress.track(bounded(job))) for job in plan.jobs]
     except* AuthError as failed:
         raise failed.exceptions[0] from None
     finally:

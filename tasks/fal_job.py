@@ -36,9 +36,9 @@ from tasks.errors import (
 from tasks.execute import reusable, row_from_entry
 from tasks.fal import CallTrace, FalClient, QueueStatus, Submission, retry_delay
 from tasks.formats import spec_for
+from tasks.inputs import InputMetadata, local_path, read_input_metadata, readable_location
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
-from tasks.probe import InputProbe, local_path, probe_input, readable_location
 from tasks.storage import Storage, redact_url, sha256_file
 from tasks.verify import Expectation, probe, verify_output
 
@@ -92,12 +92,12 @@ async def probe_location(job: Job, runner: FalRunner) -> str:
     )
 
 
-async def probe_with_retries(location: str, runner: FalRunner, attempts: int = 3) -> InputProbe:
+async def probe_with_retries(location: str, runner: FalRunner, attempts: int = 3) -> InputMetadata:
     """A remote input's host may refuse a moment (429/5xx/reset): try again before failing."""
     remote = local_path(location) is None
     for attempt in range(1, attempts + 1):
         try:
-            return await asyncio.to_thread(probe_input, location)
+            return await asyncio.to_thread(read_input_metadata, location)
         except InputError:
             if not remote or attempt == attempts:
                 raise
@@ -136,7 +136,7 @@ def precheck(location: str, limits: InputSettings, ask_server: bool) -> int | No
 
 
 def check_probe_limits(
-    probed: InputProbe, size: int | None, limits: InputSettings, shown: str
+    probed: InputMetadata, size: int | None, limits: InputSettings, shown: str
 ) -> None:
     facts = InputFacts(
         bytes=size or probed.size_bytes, width=probed.width, height=probed.height,
@@ -146,7 +146,7 @@ def check_probe_limits(
     check_limits(facts, limits, shown)
 
 
-def estimate_usd(price: Price, probed: InputProbe) -> float:
+def estimate_usd(price: Price, probed: InputMetadata) -> float:
     return cost_usd(price, frames=probed.frames, compute_s=price.compute_seconds(probed.frames))
 
 

@@ -1,108 +1,369 @@
-"""Cheap input probes from container metadata (no decoding), for cost estimates before a submit.
+"""Read what a video file really holds: container, codec, frames, timing, alpha and matte stats.
 
-PyAV opens local files and http(s) URLs (presigned S3 URLs too) and reads only the headers it
-needs, so probing a remote input costs a few range requests, not a download.
+Outputs are decoded in full (a file that does not decode to the end is broken); inputs are only
+demuxed (counting packets is exact for frame counts and ten times cheaper than decoding).
+VP9 alpha is only visible through the ``libvpx-vp9`` decoder: FFmpeg's native vp9 decoder
+silently drops it, so VP9 streams are decoded with ``libvpx-vp9`` here.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import struct
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import av
-import fsspec
+import numpy as np
+import numpy.typing as npt
 
-from tasks.errors import InputError
-from tasks.storage import redact_url, s3_options
+ALPHA_PIX_FMTS = ("yuva", "gbrap", "rgba", "bgra", "argb", "abgr", "ya8", "ya16")
+# Demuxers that read a single still image: such a file is "not a video" even if it opens.
+IMAGE_DEMUXERS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")
+MATTE_SIDE = 256  # matte statistics are computed on frames scaled to at most this long side
 
-
-@dataclass(frozen=True)
-class InputProbe:
-    """What the container says about an input; ``exact`` when it stores the frame count."""
-
-    frames: int
-    duration_s: float
-    width: int
-    height: int
-    fps: float
-    size_bytes: int | None
-    exact: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+Alpha = npt.NDArray[np.float32]
 
 
-def probe_input(location: str, *, timeout_s: float = 30.0) -> InputProbe:
-    """Read an input's container metadata; raises ``InputError`` when it is not a video."""
-    shown = redact_url(location)
-    try:
-        with av.open(location, timeout=timeout_s) as container:
-            if not container.streams.video:
-                raise InputError(f"input {shown} has no video stream", code="input_no_video")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or Fraction(0)
-            fps = float(rate)
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1_000_000
-            else:
-                duration = 0.0
-            exact = bool(stream.frames)
-            frames = int(stream.frames) if exact else round(duration * fps)
-            size = container.size if isinstance(getattr(container, "size", None), int) else None
-            return InputProbe(
-                frames=frames,
-                duration_s=round(duration, 3),
-                width=int(stream.codec_context.width),
-                height=int(stream.codec_context.height),
-                fps=round(fps, 3),
-                size_bytes=size,
-                exact=exact,
-            )
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise InputError(
-            f"input {shown} cannot be probed: {type(exc).__name__}: "
-            f"{str(exc).replace(location, shown)[:200]}",
-            code="input_unreadable",
-        ) from exc
+class NoVideoStream(ValueError):
+    """The file opens but holds no video stream (audio only, or a single still image)."""
 
 
-def local_path(url: str) -> Path | None:
-    """The local file a manifest URL names, or None for a remote one."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return Path(unquote(parts.path))
-    if len(parts.scheme) <= 1:  # no scheme, or a Windows drive letter
-        return Path(url).expanduser()
+def pix_fmt_has_alpha(name: str) -> bool:
+    return name.startswith(ALPHA_PIX_FMTS)
+
+
+def decoder_for(stream: Any) -> Any:
+    """The stream's decoder; VP9 goes through libvpx-vp9 so that alpha survives."""
+    if stream.codec_context.name == "vp9":
+        ctx = av.CodecContext.create("libvpx-vp9", "r")
+        if stream.codec_context.extradata:
+            ctx.extradata = stream.codec_context.extradata
+        return ctx
+    stream.thread_type = "AUTO"  # frame threads: ProRes 4444 decodes several times faster
+    return stream.codec_context
+
+
+def _mp4_kind(head: bytes) -> str:
+    brand = head[8:12]
+    return "mov" if brand == b"qt  " else "mp4"
+
+
+def sniff_container(path: Path) -> str | None:
+    """The container a file's first bytes declare: webm, matroska, mp4, mov, gif, or None."""
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "webm" if b"\x42\x82\x84webm" in head else "matroska"
+    if head[4:8] == b"ftyp":
+        return _mp4_kind(head)
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "mov"  # old QuickTime files may start without ftyp
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
     return None
 
 
-def presign(url: str, expires_s: int, storage_options: dict[str, Any] | None) -> str:
-    """A presigned GET URL for an ``s3://`` input, so others can fetch it without our keys."""
-    options = storage_options if storage_options is not None else s3_options()
-    try:
-        fs, path = fsspec.core.url_to_fs(url, **options)
-        if not fs.exists(path):
-            raise InputError(f"input not found: {redact_url(url)}", code="input_not_found")
-        return str(fs.url(path, expires=expires_s))
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"cannot presign input {redact_url(url)}: {type(exc).__name__}",
-            code="input_unreachable",
-        ) from exc
+def truncation(path: Path, kind: str | None) -> str | None:
+    """Why the file's own structure says it ends early, or None when it looks complete."""
+    size = path.stat().st_size
+    if kind in ("mp4", "mov"):
+        return _iso_box_overrun(path, size)
+    if kind == "gif":
+        with path.open("rb") as fh:
+            fh.seek(max(0, size - 1))
+            if fh.read(1) != b";":
+                return "GIF trailer byte missing: the file ends mid-stream"
+    return None
 
 
-def readable_location(url: str, expires_s: int, storage_options: dict[str, Any] | None) -> str:
-    """Where an input can be read: a local path, the URL itself, or a presigned s3 URL."""
-    path = local_path(url)
-    if path is not None:
-        if not path.is_file():
-            raise InputError(f"input file not found: {path}", code="input_not_found")
-        return str(path)
-    if urlsplit(url).scheme == "s3":
-        return presign(url, expires_s, storage_options)
-    return url
+def _iso_box_overrun(path: Path, size: int) -> str | None:
+    """Walk the top-level MP4/MOV boxes; a box reaching past the end means a cut file."""
+    pos, seen = 0, set()
+    with path.open("rb") as fh:
+        while pos + 8 <= size:
+            fh.seek(pos)
+            header = fh.read(16)
+            box_size, box_type = struct.unpack(">I4s", header[:8])
+            if box_size == 1 and len(header) >= 16:
+                box_size = struct.unpack(">Q", header[8:16])[0]
+            elif box_size == 0:
+                box_size = size - pos  # extends to the end of the file by definition
+            if box_size < 8:
+                return f"invalid box size {box_size} at byte {pos}"
+            if pos + box_size > size:
+                name = box_type.decode("latin-1")
+                return f"box '{name}' needs {pos + box_size} bytes, file has {size}"
+            seen.add(box_type)
+            pos += box_size
+    if b"moov" not in seen:
+        return "no 'moov' box: the file was cut before its index was written"
+    return None
+
+
+@dataclass
+class MatteStats:
+    """Foreground fraction and flicker, accumulated over the frames a probe looks at."""
+
+    every: int = 1
+    fg: list[float] = field(default_factory=list)
+    changes: list[float] = field(default_factory=list)
+    _prev: Alpha | None = None
+    _prev_index: int = -2
+
+    def add(self, index: int, alpha: Alpha) -> None:
+        if index % self.every == 0:
+            self.fg.append(float((alpha >= 0.5).mean()))
+        if (
+            self._prev is not None
+            and index == self._prev_index + 1
+            and index % self.every == 1 % self.every
+        ):
+            self.changes.append(float(np.abs(alpha - self._prev).mean()))
+        self._prev, self._prev_index = alpha, index
+
+    def wants(self, index: int) -> bool:
+        """Frames ``k*every`` and the one after it: fg fraction on the first, flicker on the pair."""
+        return index % self.every in (0, 1 % self.every)
+
+    @property
+    def fg_fraction(self) -> float | None:
+        return round(float(np.mean(self.fg)), 4) if self.fg else None
+
+    @property
+    def fg_range(self) -> tuple[float, float] | None:
+        return (round(min(self.fg), 4), round(max(self.fg), 4)) if self.fg else None
+
+    @property
+    def flicker(self) -> float | None:
+        return round(float(np.mean(self.changes)), 5) if self.changes else None
+
+
+def small_size(width: int, height: int, side: int = MATTE_SIDE) -> tuple[int, int]:
+    scale = min(1.0, side / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def alpha_of(frame: Any, size: tuple[int, int] | None = None) -> Alpha | None:
+    """A frame's alpha channel in [0, 1] at reduced size, or None when its format has none."""
+    if not pix_fmt_has_alpha(frame.format.name):
+        return None
+    width, height = size or small_size(frame.width, frame.height)
+    rgba = frame.reformat(width=width, height=height, format="rgba", interpolation="AREA")
+    return np.asarray(rgba.to_ndarray()[..., 3], dtype=np.float32) / 255.0
+
+
+def colour_matte(
+    frame: Any,
+    background_rgb: tuple[int, int, int],
+    tolerance: int,
+    size: tuple[int, int] | None = None,
+) -> Alpha:
+    """The matte of a frame composited over a solid colour: 1 where a pixel is not that colour."""
+    width, height = size or small_size(frame.width, frame.height)
+    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA")
+    pixels = np.asarray(rgb.to_ndarray(), dtype=np.int16)
+    dist = np.abs(pixels - np.asarray(background_rgb, np.int16)).max(axis=-1)
+    return np.asarray(dist > tolerance, dtype=np.float32)
+
+
+def frame_alpha(
+    frame: Any,
+    background_rgb: tuple[int, int, int] | None,
+    tolerance: int,
+    size: tuple[int, int] | None = None,
+) -> Alpha | None:
+    """A frame's matte: its distance from the solid background when one is given, else its
+    alpha; None for an opaque frame with no known background."""
+    if background_rgb is not None:
+        return colour_matte(frame, background_rgb, tolerance, size)
+    return alpha_of(frame, size)
+
+
+def mask_alpha(frame: Any, size: tuple[int, int] | None = None) -> Alpha:
+    """A mask video frame as a matte: its alpha if it has one, else its luma in [0, 1].
+
+    swscale expands limited-range (16-235) video to full-range grey, so white reads as 1.
+    """
+    alpha = alpha_of(frame, size)
+    if alpha is not None:
+        return alpha
+    width, height = size or small_size(frame.width, frame.height)
+    gray = frame.reformat(width=width, height=height, format="gray", interpolation="AREA")
+    return np.asarray(gray.to_ndarray(), dtype=np.float32) / 255.0
+
+
+def declared_video_duration(stream: Any) -> float | None:
+    """The video stream's own duration from the container header (Matroska writes it as a tag).
+
+    The container's overall duration is not used: an audio track may outlast the video.
+    """
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass
+class VideoProbe:
+    """What a video file really holds, read by decoding it."""
+
+    container: str
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration_s: float
+    has_alpha: bool
+    has_audio: bool
+    alpha_mean: float | None = None  # mean alpha of sampled frames, 0..1
+    demuxer: str = ""
+    declared_duration_s: float | None = None  # what the container header claims for the video
+    fg_fraction: float | None = None  # share of pixels with alpha >= 0.5, mean over samples
+    fg_min: float | None = None
+    fg_max: float | None = None
+    flicker: float | None = None  # mean |alpha(t) - alpha(t-1)| over sampled pairs
+    decode_error: str | None = None  # decoding stopped with this error after ``frames``
+    alpha_mode: bool = False  # VP9: the container flags an alpha side channel
+
+
+def probe(
+    path: Path,
+    *,
+    sample_every: int = 1,
+    background_rgb: tuple[int, int, int] | None = None,
+    background_tolerance: int = 40,
+) -> VideoProbe:
+    """Decode every frame of the first video stream and measure its matte on sampled frames.
+
+    Raises ``av.error.FFmpegError`` if the file does not open and ``NoVideoStream`` if it holds
+    no video stream; an error part-way through decoding is recorded in ``decode_error`` instead.
+    """
+    kind = sniff_container(path)
+    with av.open(str(path)) as container:
+        demuxer = container.format.name
+        if not container.streams.video or demuxer in IMAGE_DEMUXERS:
+            raise NoVideoStream(f"no video stream (read as {demuxer})")
+        stream = container.streams.video[0]
+        decoder = decoder_for(stream)
+        stats = MatteStats(every=max(1, sample_every))
+        frames, first_time, last_time = 0, None, 0.0
+        pix_fmt = stream.codec_context.pix_fmt or ""
+        alpha_seen = False
+        alpha_means: list[float] = []
+        error: str | None = None
+        try:
+            for packet in container.demux(stream):
+                for frame in decoder.decode(packet):
+                    pix_fmt = frame.format.name
+                    if frame.time is not None:
+                        t = float(frame.time)
+                        first_time = t if first_time is None else min(first_time, t)
+                        last_time = max(last_time, t)
+                    if stats.wants(frames):
+                        alpha = alpha_of(frame)
+                        if alpha is not None:
+                            alpha_means.append(float(alpha.mean()))
+                            alpha_seen = alpha_seen or bool((alpha < 1.0).any())
+                        matte = alpha
+                        if background_rgb is not None:
+                            matte = colour_matte(frame, background_rgb, background_tolerance)
+                        if matte is not None:
+                            stats.add(frames, matte)
+                    frames += 1
+        except av.error.FFmpegError as exc:
+            error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+        rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+        fps = float(rate)
+        codec = stream.codec_context.name
+        # GIF decodes to BGRA always: it carries alpha only where some pixel is see-through.
+        has_alpha = pix_fmt_has_alpha(pix_fmt) and (codec != "gif" or alpha_seen)
+        declared = declared_video_duration(stream)
+        fg_range = stats.fg_range
+        return VideoProbe(
+            container=kind or demuxer,
+            codec=codec,
+            pix_fmt=pix_fmt,
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=round(fps, 3),
+            frames=frames,
+            duration_s=round(
+                last_time - (first_time or 0.0) + (1.0 / fps if fps and frames else 0.0), 3
+            ),
+            has_alpha=has_alpha,
+            has_audio=bool(container.streams.audio),
+            alpha_mean=round(float(np.mean(alpha_means)), 4) if alpha_means else None,
+            demuxer=demuxer,
+            declared_duration_s=round(declared, 3) if declared else None,
+            fg_fraction=stats.fg_fraction,
+            fg_min=fg_range[0] if fg_range else None,
+            fg_max=fg_range[1] if fg_range else None,
+            flicker=stats.flicker,
+            decode_error=error,
+            alpha_mode=stream.metadata.get("alpha_mode") == "1",
+        )
+
+
+@dataclass
+class InputProbe:
+    """An input's frames, size and timing, read from packets without decoding."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration_s: float
+    variable_frame_rate: bool
+    has_audio: bool
+
+
+def probe_input(path: Path | str, *, vfr_jitter: float = 0.1) -> InputProbe:
+    """Count the first video stream's packets and read their timestamps.
+
+    ``path`` may also be a URL FFmpeg reads (http/https), e.g. a presigned input URL.
+
+    A frame rate is variable when a frame's duration differs from the median by more than
+    ``vfr_jitter`` of it. Raises ``av.error.FFmpegError`` or ``NoVideoStream`` on a bad input.
+    """
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise NoVideoStream("no video stream")
+        stream = container.streams.video[0]
+        pts: list[int] = []
+        count = 0
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker
+            count += 1
+            if packet.pts is not None:
+                pts.append(int(packet.pts))
+        rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+        fps = float(rate)
+        tb = float(stream.time_base or 0)
+        vfr, duration = False, count / fps if fps else 0.0
+        if len(pts) >= 2 and tb:
+            ordered = np.sort(np.asarray(pts, dtype=np.int64))
+            deltas = np.diff(ordered)
+            median = float(np.median(deltas))
+            if median > 0:
+                vfr = bool(np.abs(deltas - median).max() > vfr_jitter * median)
+                duration = float(ordered[-1] - ordered[0] + median) * tb
+        return InputProbe(
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=round(fps, 3),
+            frames=count,
+            duration_s=round(duration, 3),
+            variable_frame_rate=vfr,
+            has_audio=bool(container.streams.audio),
+        )

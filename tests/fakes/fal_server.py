@@ -444,6 +444,10 @@ class FakeFal:
 class _QuietServer(ThreadingHTTPServer):
     """Clients dropping connections (timeouts, kills) is expected here, not worth a traceback."""
 
+    # socketserver's backlog of 5 overflows when many clients connect at once; Linux then resets
+    # connections the client already sent a request on, which looks like a dropped submit.
+    request_queue_size = 1024
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass
 

@@ -9,26 +9,26 @@ import pytest
 from tasks.cost import price_for
 from tasks.errors import InputError
 from tasks.estimate import estimate_jobs
+from tasks.inputs import local_path, read_input_metadata, readable_location
 from tasks.jobs import Job
-from tasks.probe import local_path, probe_input, readable_location
 from tests.fakes.fal_server import FakeFal
 
 
 def test_probe_local_and_http(clips: dict[str, Path], fake_fal: FakeFal) -> None:
-    local = probe_input(str(clips["person"]))
+    local = read_input_metadata(str(clips["person"]))
     assert (local.frames, local.width, local.height, local.exact) == (8, 64, 48, True)
-    remote = probe_input(fake_fal.serve_file(clips["person"]))
+    remote = read_input_metadata(fake_fal.serve_file(clips["person"]))
     assert remote.frames == 8 and remote.duration_s == pytest.approx(0.4, abs=0.05)
 
 
 def test_probe_errors_hide_query_strings(tmp_path: Path, fake_fal: FakeFal) -> None:
     with pytest.raises(InputError) as info:
-        probe_input(f"{fake_fal.base_url}/files/none/x.mp4?X-Amz-Signature=secret")
+        read_input_metadata(f"{fake_fal.base_url}/files/none/x.mp4?X-Amz-Signature=secret")
     assert "secret" not in str(info.value) and info.value.code == "input_unreadable"
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video")
     with pytest.raises(InputError):
-        probe_input(str(junk))
+        read_input_metadata(str(junk))
 
 
 def test_locations() -> None:

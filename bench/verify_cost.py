@@ -1,0 +1,70 @@
+"""Cost of verifying an output, as a ratio to a plain decode of the same file (same run).
+
+Usage: ``.venv/bin/python -m bench.verify_cost 1920 1080 2`` (width, height, seconds).
+Absolute times on a shared machine are noise; the ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+
+from tasks.formats import spec_for
+from tasks.samples import make_person_clip
+from tasks.verify import Expectation, VerifySettings, decoder_for, probe_input, verify_output
+from tests.fakes.outputs import GREEN, write_output
+
+WORK = Path("bench/tmp/verify")
+FORMATS = (("webm_vp9", True), ("mp4_h264", False), ("mov_proresks", True))
+
+
+def decode_only(path: Path) -> int:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoder = decoder_for(stream)
+        return sum(len(decoder.decode(packet)) for packet in container.demux(stream))
+
+
+def best_of(fn: Callable[[], object], runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(width: int, height: int, seconds: float) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    clip = WORK / f"person_{width}x{height}.mp4"
+    if not clip.exists():
+        make_person_clip(clip, width=width, height=height, seconds=seconds, audio=False)
+    t_probe = best_of(lambda: probe_input(clip))
+    t_decode = best_of(lambda: decode_only(clip))
+    print(f"{width}x{height} input: probe_input/decode = {t_probe / t_decode:.2f}")
+    source = probe_input(clip)
+    for fmt, transparent in FORMATS:
+        out = WORK / f"out_{width}x{height}_{fmt}{spec_for(fmt).extension}"
+        if not out.exists():
+            write_output(clip, out, fmt, transparent=transparent)
+        expected = Expectation.from_input(
+            spec_for(fmt), transparent, source, background_rgb=None if transparent else GREEN
+        )
+        base = best_of(lambda out=out: decode_only(out))
+        every = best_of(lambda out=out, e=expected: verify_output(out, e))
+        fifth = best_of(
+            lambda out=out, e=expected: verify_output(out, e, VerifySettings(matte_sample_every=5))
+        )
+        ok = verify_output(out, expected).ok
+        print(
+            f"{width}x{height} {fmt}: verify/decode every frame x{every / base:.2f}, "
+            f"every 5th x{fifth / base:.2f} (decode {base:.3f} s, ok={ok})"
+        )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))

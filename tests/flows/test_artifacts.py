@@ -1,0 +1,132 @@
+"""A real flow run on the session Prefect server: its artifacts, and reports that add up."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pandas as pd
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.artifacts import JobProgress
+from flows.params import RunParams
+from tests.tasks.test_report import assert_cost_report_adds_up
+
+pytestmark = pytest.mark.integration
+
+
+def write_manifest(path: Path, clips: dict[str, Path], junk: Path) -> Path:
+    rows = [
+        {"id": "person", "video_url": str(clips["person"]), "background": "", "output_format": ""},
+        {"id": "green", "video_url": str(clips["silent"]), "background": "green", "output_format": "mp4_h264"},
+        {"id": "gone", "video_url": str(path.parent / "missing.mp4"), "background": "", "output_format": ""},
+        {"id": "junk", "video_url": str(junk), "background": "", "output_format": ""},
+        {"id": "bad-options", "video_url": str(clips["person"]), "background": "transparent", "output_format": "mp4_h264"},
+        {"id": "person-again", "video_url": str(clips["person"]), "background": "", "output_format": ""},
+    ]  # fmt: skip
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+async def artifacts_of(flow_run_id: UUID) -> dict[str, Any]:
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+async def test_flow_run_publishes_results_costs_progress_and_links(
+    prefect_server: None, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    from flows.removal import remove_backgrounds
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_text("not a video")
+    manifest = write_manifest(tmp_path / "manifest.csv", clips, junk)
+    output = tmp_path / "out"
+    params = RunParams(manifest=str(manifest), output=str(output), run_name="art", budget_usd=1.0)
+    state = await remove_backgrounds(params, return_state=True)
+    assert state.is_completed(), state
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+
+    folder = output / "runs" / "art"
+    results = pd.read_csv(folder / "results.csv").set_index("id")
+    assert results["status"].to_dict() == {
+        "person": "succeeded", "green": "succeeded", "gone": "failed", "junk": "failed",
+        "bad-options": "invalid", "person-again": "succeeded",
+    }  # fmt: skip
+    assert results.loc["gone", "error_code"] == "input_not_found"
+    assert results.loc["junk", "error_code"] == "input_undecodable"
+    assert results.loc["person", "verified"] and results.loc["person", "has_alpha"]
+    assert 0.05 < results.loc["person", "fg_fraction"] < 0.95
+    assert results.loc["green", "fg_fraction"] > 0.05 and not results.loc["green", "has_alpha"]
+    assert_cost_report_adds_up(folder, 1.0)
+
+    arts = await artifacts_of(flow_run_id)
+    links = {"results-parquet", "results-csv", "cost-report-csv", "cost-report-md", "summary-json"}
+    assert {"results", "cost-report", "progress"} | links <= set(arts)
+    table = arts["results"]
+    assert table.type == "table"
+    shown = pd.read_json(io.StringIO(str(table.data)))
+    assert len(shown) == 6
+    assert list(shown["status"][:3]) == ["failed", "failed", "invalid"]  # problems first
+    assert "results.csv" in (table.description or "")
+    assert arts["cost-report"].type == "markdown"
+    assert "## Failures by reason" in str(arts["cost-report"].data)
+    assert "input_not_found" in str(arts["cost-report"].data)
+    assert arts["progress"].type == "progress" and float(arts["progress"].data) == 100.0
+    assert "4 of 4 jobs finished" in (arts["progress"].description or "")
+    for key in links:
+        assert arts[key].type == "markdown"  # a link artifact is stored as a markdown link
+        url = str(arts[key].data).split("](")[1].rstrip(")")
+        assert Path(url.removeprefix("file://")).is_file(), url
+
+
+@flow(name="progress-probe")
+async def progress_probe(total: int, interval_s: float, pause_after: int) -> dict[str, Any]:
+    """Advance a JobProgress inside a flow run; wait for one background update mid-way."""
+    async with JobProgress(total, interval_s=interval_s, key="progress-unit") as progress:
+        for i in range(total):
+            progress.advance("succeeded" if i % 4 else "failed")
+            if i + 1 == pause_after:
+                for _ in range(200):  # bounded wait for the background loop's update
+                    if progress.updates:
+                        break
+                    await asyncio.sleep(0.05)
+        mid = progress.updates
+        await progress.flush()
+        flushed = progress.updates
+        await progress.flush()
+        assert progress.updates == flushed  # nothing changed since: no call to the server
+    return {"mid": mid, "updates": progress.updates}
+
+
+async def test_progress_updates_are_bounded_and_end_at_100(prefect_server: None) -> None:
+    # An interval longer than the run: 40 finished jobs make one update, the last.
+    quiet = await progress_probe(40, 3600.0, pause_after=0)
+    assert quiet == {"mid": 0, "updates": 1}
+    # A short interval: the bar moves while jobs are still running, then ends at 100%.
+    state = await progress_probe(40, 0.05, pause_after=10, return_state=True)
+    counts = await state.result()
+    assert counts["mid"] >= 1 and counts["updates"] <= counts["mid"] + 1
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    (progress,) = found
+    assert progress.key == "progress-unit" and float(progress.data) == 100.0
+    assert progress.description == "40 of 40 jobs finished: 10 failed, 30 succeeded"
