@@ -14,7 +14,7 @@ from flows.artifacts import JobProgress, publish_artifacts
 from flows.params import DEFAULT_MAX_IN_FLIGHT, RunParams
 from tasks.cost import price_for
 from tasks.endpoints import EndpointInfo, endpoint_info
-from tasks.errors import AuthError, ManifestError
+from tasks.errors import AuthError, ManifestError, MatteflowError
 from tasks.execute import run_local_job
 from tasks.fal import FalSettings, build_client
 from tasks.fal_job import FalRunner, run_fal_job
@@ -33,11 +33,14 @@ def storage_for(url: str, s3_endpoint_url: str | None) -> Storage:
 
 
 def crashed_row(job: Job, exc: BaseException) -> dict[str, Any]:
-    """A job that raised something unexpected still ends with a status and a reason."""
+    """A job that raised still ends with a status and a reason (its own code if it has one,
+    e.g. storage that stayed away past the retries while a runner saved its ledger entry)."""
+    code, error = "internal_error", f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MatteflowError):
+        code, error = exc.code, exc.message
     return result_row(
         row=job.row, id=job.id, video_url=job.video_url, job_key=job.key, endpoint=job.endpoint,
-        status=Status.failed, error_code="internal_error",
-        error=f"{type(exc).__name__}: {exc}"[:500], finished_at=now_iso(),
+        status=Status.failed, error_code=code, error=error[:500], finished_at=now_iso(),
     )  # fmt: skip
 
 

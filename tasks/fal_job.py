@@ -31,6 +31,7 @@ from tasks.errors import (
     EndpointError,
     InputError,
     MatteflowError,
+    StorageError,
     SubmitOutcomeUnknown,
 )
 from tasks.execute import reusable, row_from_entry
@@ -39,6 +40,7 @@ from tasks.formats import spec_for
 from tasks.inputs import InputMetadata, local_path, read_input_metadata, readable_location
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
+from tasks.report import result_row
 from tasks.storage import Storage, redact_url, sha256_file
 from tasks.verify import Expectation, probe, verify_output
 
@@ -317,10 +319,25 @@ def resumable(entry: LedgerEntry | None, runner: FalRunner) -> bool:
 async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str, Any]:
     """Process ``job`` on fal unless the ledger says it is done; returns its results row.
 
-    ``AuthError`` propagates (the run must stop); every other failure ends in the row.
+    ``AuthError`` propagates (the run must stop); every other failure ends in the row. Storage
+    that stays away past its retries fails the row; the ledger keeps the request_id it had, so a
+    later run fetches the result again instead of paying for a second job.
     """
-    ledger = Ledger(storage)
     started_at, t0 = now_iso(), time.perf_counter()
+    try:
+        return await _run_fal_job(job, storage, runner, t0)
+    except StorageError as exc:
+        return result_row(
+            row=job.row, id=job.id, video_url=job.video_url, job_key=job.key,
+            endpoint=job.endpoint, status=Status.failed, error_code=exc.code, error=exc.message,
+            started_at=started_at, finished_at=now_iso(),
+            elapsed_s=round(time.perf_counter() - t0, 3),
+        )  # fmt: skip
+
+
+async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> dict[str, Any]:
+    ledger = Ledger(storage)
+    started_at = now_iso()
     entry = await asyncio.to_thread(ledger.get, job.key)
     if await asyncio.to_thread(reusable, entry, storage):
         assert entry is not None

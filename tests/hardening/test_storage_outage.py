@@ -4,6 +4,7 @@ in the ledger that is not fully stored."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ import s3fs
 
 from tasks.endpoints import endpoint_info
 from tasks.execute import run_local_job
+from tasks.fal_job import run_fal_job
 from tasks.jobs import Job, JobState, Ledger, job_key
 from tasks.plan import resolve_params
 from tasks.retry import Backoff
@@ -174,3 +176,34 @@ def test_an_outage_between_upload_and_commit_is_not_a_success(
     assert entry is not None and entry.state is not JobState.succeeded
     again = run_local_job(job, plain, segmenter_factory=EllipseSegmenter)
     assert again["status"] == "succeeded" and again["attempts"] == 2
+
+
+async def test_a_fal_job_whose_storage_goes_away_is_fetched_again_not_paid_again(
+    flaky_s3: SeaweedS3, clips: dict[str, Path], tmp_path: Path, tally: Counter[str]
+) -> None:
+    from tests.fakes.fal_server import PIXELCUT, FakeFal
+    from tests.hardening.test_fal_faults import job_for as fal_job
+    from tests.hardening.test_fal_faults import runner_for
+
+    brief = Backoff(attempts=2, base_delay_s=0.05, max_delay_s=0.1)
+    store = StopsAfterUpload("s3://outage/fal", flaky_s3.storage_options(), retry=brief)
+    store.server = flaky_s3
+    with FakeFal(tmp_path / "fal") as fake:
+        job = fal_job(fake.serve_file(clips["silent"], "f.mp4"), 1)
+        first = runner_for(fake)
+        try:
+            row = await run_fal_job(job, store, first)
+        finally:
+            await first.aclose()
+            await asyncio.to_thread(restart, flaky_s3)
+        tally["storage_outages"] += 1
+        tally["rows"] += 1
+        assert (row["status"], row["error_code"]) == ("failed", "storage_unavailable"), row
+        plain = storage(flaky_s3, "fal", brief)
+        entry = Ledger(plain).get(job.key)
+        assert entry is not None and entry.state is not JobState.succeeded and entry.request_id
+        runner = runner_for(fake)
+        again = await run_fal_job(job, plain, runner)
+        await runner.aclose()
+    assert again["status"] == "succeeded" and again["request_id"] == entry.request_id
+    assert fake.accepted[PIXELCUT] == 1  # the result was fetched again; nothing paid twice
