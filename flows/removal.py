@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -133,7 +134,9 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     local_inputs = LocalInputPolicy.for_run(
         params.allow_local_inputs, params.local_input_roots, limits
     )
-    refusal = local_inputs.refusal(params.manifest)
+    # A manifest inside the run's own output root (shard manifests) is the run's own file.
+    own = (Path(storage.root),) if storage.is_local else ()
+    refusal = local_inputs.including(own).refusal(params.manifest)
     if refusal is not None:
         raise ManifestError(
             refusal.replace("local input", "manifest", 1), code="local_input_refused"

@@ -88,6 +88,10 @@ class LocalInputPolicy:
         every = [*(roots or []), *settings.local_roots]
         return cls(allow, tuple(Path(r).expanduser().resolve() for r in every if r.strip()))
 
+    def including(self, roots: tuple[Path, ...]) -> LocalInputPolicy:
+        """The same policy with more allowed roots."""
+        return LocalInputPolicy(self.allow_any, (*self.roots, *(r.resolve() for r in roots)))
+
     def refusal(self, url: str) -> str | None:
         """Why ``url`` may not be read, or None when it is remote or allowed."""
         path = local_path(url)

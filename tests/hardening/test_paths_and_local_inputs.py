@@ -161,3 +161,10 @@ def test_a_deployment_run_does_not_read_the_workers_disk(
         run_flow(RunParams(manifest=str(local_manifest), output=str(out), run_name="d2"))
     assert info.value.code == "local_input_refused"
     assert "manifest" in str(info.value)
+
+    # A manifest the run keeps in its own output root (a shard's) is its own file.
+    (out / "shards").mkdir()
+    own = out / "shards" / "m.csv"
+    own.write_text(f"id,video_url\nweb,{good}\n")
+    summary = run_flow(RunParams(manifest=str(own), output=str(out), run_name="d3"))
+    assert summary["counts"]["skipped"] == 1
