@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast check bench clean
+.PHONY: install demo test test-fast test-hardening check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -m "not live" -q
+
+# Bad input, faults, kill -9 and secret scans (tests/hardening, ~2-3 min on 2 cores).
+test-hardening: install
+	$(PY) -m pytest tests/hardening -q
 
 check: install
 	$(VENV)/bin/ruff check .

@@ -63,8 +63,11 @@ ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of run parameter
 
 
 def build_params(config: Path | None, **flags: Any) -> RunParams:
-    """Config file values first, then the flags the user gave."""
-    values: dict[str, Any] = {}
+    """Config file values first, then the flags the user gave.
+
+    Local inputs are allowed: the CLI runs on the user's own machine, reading their own files.
+    """
+    values: dict[str, Any] = {"allow_local_inputs": True}
     if config is not None:
         loaded = yaml.safe_load(config.read_text()) or {}
         if not isinstance(loaded, dict):

@@ -67,7 +67,10 @@ def main() -> int:
     from flows.removal import remove_backgrounds
 
     manifest = write_samples()
-    params = RunParams(manifest=str(manifest), output=str(OUTPUT), run_name=RUN)
+    # A terminal run on the user's own machine reads its own sample files, as the CLI does.
+    params = RunParams(
+        manifest=str(manifest), output=str(OUTPUT), run_name=RUN, allow_local_inputs=True
+    )
     summary = asyncio.run(remove_backgrounds(params))
     print_summary(summary)
     report_quality(OUTPUT / "runs" / RUN / "summary.json")

@@ -77,6 +77,16 @@ class RunParams(BaseModel):
     presign_expiry_s: int | None = Field(
         None, gt=60, description="fal: lifetime of presigned URLs for s3:// inputs (default 6 h)."
     )
+    allow_local_inputs: bool = Field(
+        False,
+        description="Read file:// and local-path inputs (and manifest) from the disk of the "
+        "machine that runs the flow. The CLI turns it on; workers with "
+        "MATTEFLOW_INPUT_DENY_LOCAL=true refuse local inputs whatever this says.",
+    )
+    local_input_roots: list[str] = Field(
+        default_factory=list,
+        description="Folders whose files may be read as inputs even without allow_local_inputs.",
+    )
     max_in_flight: int | None = Field(
         None, ge=1, le=1000, description="Jobs in flight at once (default per endpoint)."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -14,13 +15,14 @@ from flows.artifacts import JobProgress, publish_artifacts
 from flows.params import DEFAULT_MAX_IN_FLIGHT, RunParams
 from tasks.cost import price_for
 from tasks.endpoints import EndpointInfo, endpoint_info
-from tasks.errors import AuthError
+from tasks.errors import AuthError, ManifestError, MatteflowError
 from tasks.execute import run_local_job
 from tasks.fal import FalSettings, build_client
 from tasks.fal_job import FalRunner, run_fal_job
 from tasks.jobs import Job, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
 from tasks.plan import Plan, plan_jobs
+from tasks.preflight import InputSettings, LocalInputPolicy
 from tasks.report import result_row, write_reports
 from tasks.storage import Storage, s3_options
 from tasks.verify import VerifySettings
@@ -32,11 +34,14 @@ def storage_for(url: str, s3_endpoint_url: str | None) -> Storage:
 
 
 def crashed_row(job: Job, exc: BaseException) -> dict[str, Any]:
-    """A job that raised something unexpected still ends with a status and a reason."""
+    """A job that raised still ends with a status and a reason (its own code if it has one,
+    e.g. storage that stayed away past the retries while a runner saved its ledger entry)."""
+    code, error = "internal_error", f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MatteflowError):
+        code, error = exc.code, exc.message
     return result_row(
         row=job.row, id=job.id, video_url=job.video_url, job_key=job.key, endpoint=job.endpoint,
-        status=Status.failed, error_code="internal_error",
-        error=f"{type(exc).__name__}: {exc}"[:500], finished_at=now_iso(),
+        status=Status.failed, error_code=code, error=error[:500], finished_at=now_iso(),
     )  # fmt: skip
 
 
@@ -46,7 +51,9 @@ def read_manifest_task(url: str, option_fields: set[str], s3_endpoint_url: str |
     return read_manifest(url, option_fields, options)
 
 
-def build_fal_runner(params: RunParams, info: EndpointInfo) -> FalRunner:
+def build_fal_runner(
+    params: RunParams, info: EndpointInfo, limits: InputSettings | None = None
+) -> FalRunner:
     """The run's one fal client (settings from the environment, run flags on top)."""
     overrides: dict[str, Any] = {}
     if params.fal_uploads is not None:
@@ -62,16 +69,21 @@ def build_fal_runner(params: RunParams, info: EndpointInfo) -> FalRunner:
         resubmit_unknown=params.resubmit_unknown,
         retry_failed=params.retry_failed,
         input_storage_options=s3,
+        input_limits=limits,
     )
 
 
 async def run_job(
-    job: Job, storage: Storage, verify: VerifySettings, fal: FalRunner | None = None
+    job: Job,
+    storage: Storage,
+    verify: VerifySettings,
+    fal: FalRunner | None = None,
+    limits: InputSettings | None = None,
 ) -> dict[str, Any]:
     """Dispatch one job to its endpoint's runner; every runner returns a results row."""
     if job.endpoint == "local":
         # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
-        return await asyncio.to_thread(run_local_job, job, storage, settings=verify)
+        return await asyncio.to_thread(run_local_job, job, storage, settings=verify, limits=limits)
     if fal is not None and job.endpoint == fal.info.name.value:
         return await run_fal_job(job, storage, fal)
     raise NotImplementedError(f"no runner for endpoint {job.endpoint!r}")
@@ -79,10 +91,14 @@ async def run_job(
 
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
 async def process_job(
-    job: Job, storage: Storage, verify: VerifySettings, fal: FalRunner | None = None
+    job: Job,
+    storage: Storage,
+    verify: VerifySettings,
+    fal: FalRunner | None = None,
+    limits: InputSettings | None = None,
 ) -> dict[str, Any]:
     try:
-        return await run_job(job, storage, verify, fal)
+        return await run_job(job, storage, verify, fal, limits)
     except AuthError:
         raise  # the key is bad for every job: the flow stops the run
     except Exception as exc:  # a bug must not lose the row: report it and go on
@@ -114,22 +130,33 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     run_name = params.resolved_run_name()
     info = endpoint_info(params.endpoint)
     storage = storage_for(params.output, params.s3_endpoint_url)
+    limits = InputSettings()
+    local_inputs = LocalInputPolicy.for_run(
+        params.allow_local_inputs, params.local_input_roots, limits
+    )
+    # A manifest inside the run's own output root (shard manifests) is the run's own file.
+    own = (Path(storage.root),) if storage.is_local else ()
+    refusal = local_inputs.including(own).refusal(params.manifest)
+    if refusal is not None:
+        raise ManifestError(
+            refusal.replace("local input", "manifest", 1), code="local_input_refused"
+        )
     manifest = read_manifest_task(params.manifest, info.option_fields, params.s3_endpoint_url)
     if manifest.ignored_columns:
         logger.warning("manifest columns ignored: %s", ", ".join(manifest.ignored_columns))
-    plan = plan_jobs(manifest, info, params.run_options())
+    plan = plan_jobs(manifest, info, params.run_options(), local_inputs=local_inputs)
     logger.info(
         "%d rows: %d jobs, %d invalid, %d duplicates", len(manifest.rows), len(plan.jobs),
         len(plan.invalid), len(plan.duplicates),
     )  # fmt: skip
     limit = params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[params.endpoint]
     gate = asyncio.Semaphore(limit)
-    fal = build_fal_runner(params, info) if info.is_fal and plan.jobs else None
+    fal = build_fal_runner(params, info, limits) if info.is_fal and plan.jobs else None
 
     async def bounded(job: Job) -> dict[str, Any]:
         async with gate:
             return await process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")(
-                job, storage, params.verify, fal
+                job, storage, params.verify, fal, limits
             )
 
     t_jobs = time.perf_counter()

@@ -17,9 +17,10 @@ import av
 from tasks.endpoints.local import LocalOptions
 from tasks.engine.pipeline import remove_background
 from tasks.engine.segment import Segmenter
-from tasks.errors import InputError, MatteflowError
+from tasks.errors import InputError, MatteflowError, StorageError
 from tasks.formats import spec_for
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.preflight import InputSettings, carry_rotation, preflight
 from tasks.report import result_row, verification_columns
 from tasks.storage import Storage, local_input
 from tasks.verify import (
@@ -89,14 +90,39 @@ def run_local_job(
     *,
     segmenter_factory: Callable[[], Segmenter] | None = None,
     settings: VerifySettings | None = None,
+    limits: InputSettings | None = None,
 ) -> dict[str, Any]:
     """Process ``job`` with the local engine unless the ledger says it is already done.
 
     An output that fails verification is made once more only when ``settings`` allow it.
+    Storage failures (after the storage retry policy) end the row as failed with the reason;
+    the ledger then still says "not done", so a later run does the job again.
     """
-    settings = settings or VerifySettings()
-    ledger = Ledger(storage)
     started_at, t0 = now_iso(), time.perf_counter()
+    try:
+        return _run_local_job(
+            job, storage, segmenter_factory, settings or VerifySettings(),
+            limits or InputSettings(), t0,
+        )  # fmt: skip
+    except StorageError as exc:
+        return result_row(
+            row=job.row, id=job.id, video_url=job.video_url, job_key=job.key,
+            endpoint=job.endpoint, status=Status.failed, error_code=exc.code, error=exc.message,
+            started_at=started_at, finished_at=now_iso(),
+            elapsed_s=round(time.perf_counter() - t0, 3),
+        )  # fmt: skip
+
+
+def _run_local_job(
+    job: Job,
+    storage: Storage,
+    segmenter_factory: Callable[[], Segmenter] | None,
+    settings: VerifySettings,
+    limits: InputSettings,
+    t0: float,
+) -> dict[str, Any]:
+    ledger = Ledger(storage)
+    started_at = now_iso()
     entry = ledger.get(job.key)
     if reusable(entry, storage):
         assert entry is not None
@@ -120,7 +146,10 @@ def run_local_job(
         try:
             with tempfile.TemporaryDirectory(prefix="matteflow-") as tmp:
                 workdir = Path(tmp)
-                with local_input(job.video_url, workdir, storage.input_options) as src:
+                with local_input(
+                    job.video_url, workdir, storage.input_options, max_bytes=limits.max_bytes
+                ) as src:
+                    facts = preflight(src, limits, spec)
                     source = probe_source(src)
                     out = workdir / f"output{spec.extension}"
                     segmenter = segmenter_factory() if segmenter_factory else None
@@ -131,7 +160,9 @@ def run_local_job(
                     finally:
                         if segmenter is not None:
                             segmenter.close()
+                carry_rotation(out, facts.rotation)
                 entry.metrics = {
+                    "input": facts.as_dict(),
                     "output_format": spec.name.value,
                     "frames": result.frames,
                     "width": result.width,
@@ -162,6 +193,10 @@ def run_local_job(
                     storage.put_file(out, rel)
                     entry.output_path, entry.output_url = rel, storage.url(rel)
                     entry.state, status = JobState.succeeded, Status.succeeded
+        except StorageError as exc:
+            # The output may be stored but is not committed: the ledger must not say "succeeded".
+            entry.state, status = JobState.failed, Status.failed
+            entry.error_code, entry.error = exc.code, exc.message
         except MatteflowError as exc:
             entry.state = JobState.failed
             entry.error_code, entry.error = exc.code, exc.message

@@ -31,6 +31,7 @@ from tasks.errors import (
     EndpointError,
     InputError,
     MatteflowError,
+    StorageError,
     SubmitOutcomeUnknown,
 )
 from tasks.execute import reusable, row_from_entry
@@ -38,6 +39,8 @@ from tasks.fal import CallTrace, FalClient, QueueStatus, Submission, retry_delay
 from tasks.formats import spec_for
 from tasks.inputs import InputMetadata, local_path, read_input_metadata, readable_location
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
+from tasks.report import result_row
 from tasks.storage import Storage, redact_url, sha256_file
 from tasks.verify import Expectation, probe, verify_output
 
@@ -62,6 +65,7 @@ class FalRunner:
         retry_failed: bool = False,
         input_storage_options: dict[str, Any] | None = None,
         submit_guard: SubmitGuard | None = None,
+        input_limits: InputSettings | None = None,
     ) -> None:
         if info.fal_app is None or info.build_arguments is None:
             raise ValueError(f"{info.name} is not a fal endpoint")
@@ -73,6 +77,7 @@ class FalRunner:
         self.retry_failed = retry_failed
         self.input_storage_options = input_storage_options
         self.submit_guard = submit_guard
+        self.input_limits = input_limits or InputSettings()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -123,6 +128,26 @@ async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallT
     return await runner.client.upload(path, trace=trace)
 
 
+def precheck(location: str, limits: InputSettings, ask_server: bool) -> int | None:
+    """Refuse, before anything is paid, an input that is missing, forbidden, a web page, empty
+    or too big; returns its size where known."""
+    if ask_server:
+        return check_remote(location, limits)
+    path = local_path(location)
+    return sniff_file(path, limits) if path is not None else None
+
+
+def check_probe_limits(
+    probed: InputMetadata, size: int | None, limits: InputSettings, shown: str
+) -> None:
+    facts = InputFacts(
+        bytes=size or probed.size_bytes, width=probed.width, height=probed.height,
+        fps=probed.fps, duration_s=probed.duration_s, frames=probed.frames,
+        frames_exact=probed.exact, video_streams=1, has_audio=False, codec="",
+    )  # fmt: skip
+    check_limits(facts, limits, shown)
+
+
 def estimate_usd(price: Price, probed: InputMetadata) -> float:
     return cost_usd(price, frames=probed.frames, compute_s=price.compute_seconds(probed.frames))
 
@@ -164,7 +189,10 @@ async def submit_job(
     """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
     check_reachable(job, runner)
     location = await probe_location(job, runner)
+    ask = urlsplit(job.video_url).scheme in ("http", "https")  # not presigned s3 URLs
+    size = await asyncio.to_thread(precheck, location, runner.input_limits, ask)
     probed = await probe_with_retries(location, runner)
+    check_probe_limits(probed, size, runner.input_limits, redact_url(location))
     entry.metrics["input"] = probed.as_dict()
     entry.estimated_cost_usd = estimate_usd(runner.price, probed)
     guard = runner.submit_guard(job, entry.estimated_cost_usd) if runner.submit_guard else None
@@ -291,10 +319,25 @@ def resumable(entry: LedgerEntry | None, runner: FalRunner) -> bool:
 async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str, Any]:
     """Process ``job`` on fal unless the ledger says it is done; returns its results row.
 
-    ``AuthError`` propagates (the run must stop); every other failure ends in the row.
+    ``AuthError`` propagates (the run must stop); every other failure ends in the row. Storage
+    that stays away past its retries fails the row; the ledger keeps the request_id it had, so a
+    later run fetches the result again instead of paying for a second job.
     """
-    ledger = Ledger(storage)
     started_at, t0 = now_iso(), time.perf_counter()
+    try:
+        return await _run_fal_job(job, storage, runner, t0)
+    except StorageError as exc:
+        return result_row(
+            row=job.row, id=job.id, video_url=job.video_url, job_key=job.key,
+            endpoint=job.endpoint, status=Status.failed, error_code=exc.code, error=exc.message,
+            started_at=started_at, finished_at=now_iso(),
+            elapsed_s=round(time.perf_counter() - t0, 3),
+        )  # fmt: skip
+
+
+async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> dict[str, Any]:
+    ledger = Ledger(storage)
+    started_at = now_iso()
     entry = await asyncio.to_thread(ledger.get, job.key)
     if await asyncio.to_thread(reusable, entry, storage):
         assert entry is not None

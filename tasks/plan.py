@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from tasks.endpoints import EndpointInfo
 from tasks.jobs import Job, Status, job_key
 from tasks.manifest import Manifest, ManifestRow
+from tasks.preflight import LocalInputPolicy
 from tasks.report import result_row
 
 
@@ -50,20 +52,36 @@ def resolve_params(
     return params
 
 
-def plan_jobs(manifest: Manifest, info: EndpointInfo, run_options: dict[str, Any]) -> Plan:
+def plan_jobs(
+    manifest: Manifest,
+    info: EndpointInfo,
+    run_options: dict[str, Any],
+    *,
+    local_inputs: LocalInputPolicy | None = None,
+) -> Plan:
+    """Jobs for the valid rows; ``local_inputs`` (None: any) says which local files may be read."""
     plan = Plan()
     seen: dict[str, Job] = {}
+    resolved: dict[str, dict[str, Any] | str] = {}
     endpoint = info.name.value
     for row in manifest.rows:
         if row.error_code:
             plan.invalid.append(invalid_row(row, endpoint, row.error_code, row.error or ""))
             continue
-        try:
-            params = resolve_params(info, run_options, row.overrides)
-        except ValidationError as exc:
-            plan.invalid.append(
-                invalid_row(row, endpoint, "invalid_options", describe_validation_error(exc))
-            )
+        refusal = local_inputs.refusal(row.video_url) if local_inputs is not None else None
+        if refusal is not None:
+            plan.invalid.append(invalid_row(row, endpoint, "local_input_refused", refusal))
+            continue
+        # Catalog rows repeat a few option combinations: validate each combination once.
+        combo = json.dumps(row.overrides, sort_keys=True, default=str)
+        if combo not in resolved:
+            try:
+                resolved[combo] = resolve_params(info, run_options, row.overrides)
+            except ValidationError as exc:
+                resolved[combo] = describe_validation_error(exc)
+        params = resolved[combo]
+        if isinstance(params, str):
+            plan.invalid.append(invalid_row(row, endpoint, "invalid_options", params))
             continue
         key = job_key(row.video_url, endpoint, params)
         if key in seen:

@@ -1,7 +1,12 @@
-"""Shared fixtures: tiny generated clips, one Prefect harness per session, a SeaweedFS S3."""
+"""Shared fixtures: tiny generated clips, one Prefect harness per session, a SeaweedFS S3.
+
+The whole session runs with canary secrets (tests/hardening/canary.py): at its end every file
+under pytest's temporary folder, and every test's captured output, is scanned for them.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +16,68 @@ import pytest
 from tasks.samples import make_composite_clip, make_person_clip
 from tests.fakes.fal_server import FakeFal
 from tests.fakes.seaweed import SeaweedS3
+from tests.hardening.canary import canary_env, leaks_in_files, leaks_in_text, live_run
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+_LIVE = False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _LIVE
+    _LIVE = live_run(str(config.option.markexpr or ""))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def canary_secrets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Recognisable FAL_KEY / S3 secret for the session, unless it is a live run.
+
+    Also allow-lists pytest's temporary folder for local inputs, as a worker operator would
+    (``MATTEFLOW_INPUT_LOCAL_ROOTS``): flow tests read clips from there without the CLI's flag.
+    """
+    patch = pytest.MonkeyPatch()
+    env = {} if _LIVE else canary_env()
+    for name, value in env.items():
+        patch.setenv(name, value)
+    roots = [str(tmp_path_factory.getbasetemp().resolve())]
+    patch.setenv("MATTEFLOW_INPUT_LOCAL_ROOTS", json.dumps(roots))
+    try:
+        yield env
+    finally:
+        patch.undo()
+
+
+_LEAKS: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Every test's captured stdout, stderr, log and failure text is scanned for the canaries."""
+    if _LIVE:
+        return
+    for name, text in report.sections:
+        _LEAKS.extend(leaks_in_text(text, f"{report.nodeid} [{name}]"))
+    if report.longrepr is not None:
+        _LEAKS.extend(leaks_in_text(report.longreprtext, f"{report.nodeid} [failure]"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if a canary secret reached any file or captured output."""
+    if _LIVE:
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None)
+    leaks = sorted(set(_LEAKS))
+    if basetemp is not None and Path(basetemp).is_dir():
+        _, found = leaks_in_files(Path(basetemp))
+        leaks += found
+    if leaks:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n".join(leaks[:50])
+        if reporter is not None:
+            reporter.write_line(f"SECRET LEAK: canary secrets found in:\n{lines}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,24 @@ def free_port() -> int:
             return port
 
 
+def free_ports(n: int, avoid: int = 0) -> list[int]:
+    """``n`` distinct free ports: all held open at once, so the OS cannot hand one out twice."""
+    held: list[socket.socket] = []
+    try:
+        while len(held) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port == avoid or port + GRPC_OFFSET > 65535:
+                s.close()
+                continue
+            held.append(s)
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def weed_binary() -> str:
     local = Path(sys.executable).parent / "weed"
     found = str(local) if local.exists() else shutil.which("weed")
@@ -58,8 +76,8 @@ class SeaweedS3:
             self.s3_port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         names = ("master", "volume", "filer", "s3")
-        ports = {f"{n}.grpc": free_port() for n in names}
-        ports.update({n: free_port() for n in ("master", "volume", "filer")})
+        keys = [*(f"{n}.grpc" for n in names), "master", "volume", "filer"]
+        ports = dict(zip(keys, free_ports(len(keys), avoid=self.s3_port), strict=True))
         cmd = [
             weed_binary(), "server", f"-dir={self.workdir}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", "-s3", f"-s3.port={self.s3_port}",
@@ -70,7 +88,9 @@ class SeaweedS3:
             *(f"-{n.split('.')[0]}.port.grpc={p}" for n, p in ports.items() if n.endswith(".grpc")),
         ]  # fmt: skip
         log = (self.workdir / "weed.log").open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # weed turns AWS_* variables into its only identity; without them it takes any key.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -100,7 +120,7 @@ class SeaweedS3:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(3)  # weed often ignores SIGTERM for ~10 s: do not wait for it
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)

@@ -88,7 +88,7 @@ def test_bom_and_unknown_columns(tmp_path: Path) -> None:
             "video_url\nhttps://e.com/caf\xe9.mp4\n".encode("latin-1"),
             "manifest_encoding",
         ),
-        ("bad.jsonl", '{"video_url": "https://e.com/a.mp4"}\n{not json\n', "manifest_parse"),
+        ("bad.jsonl", "{not json\n[1, 2]\n", "manifest_parse"),
     ],
 )
 def test_unreadable_manifest_is_a_clear_error_naming_the_file(
