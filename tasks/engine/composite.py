@@ -132,7 +132,9 @@ def plane_array(plane: Any) -> U8:
 
 def _new_frame(src: Any, pix_fmt: str) -> Any:
     frame = av.VideoFrame(src.width, src.height, pix_fmt)
-    frame.pts, frame.time_base = src.pts, src.time_base
+    frame.pts = src.pts
+    if src.time_base is not None:
+        frame.time_base = src.time_base
     frame.colorspace, frame.color_range = src.colorspace, src.color_range
     return frame
 

@@ -31,7 +31,8 @@ def upscale_alpha(matte: Matte, width: int, height: int) -> Alpha8:
 class EdgeRefiner:
     """Fast guided filter from a coarse matte and a full-size grey guide to 8-bit alpha.
 
-    ``radius`` is the window radius in pixels at the fitting size (at most 640 wide), ``eps``
+    ``radius`` is the window radius in pixels at the fitting size (at most 640 wide); by default
+    it is the matte's upscaling factor, so the window spans one coarse matte pixel. ``eps`` is
     the regularisation in (luma/255)^2: smaller values follow image edges more tightly.
     ``gain`` > 1 first steepens a soft matte around 0.5 (MediaPipe's is blurry at the edges).
     """
@@ -39,12 +40,12 @@ class EdgeRefiner:
     def __init__(
         self,
         *,
-        radius: int = 2,
+        radius: int | None = None,
         eps: float = 1e-3,
         gain: float = 1.0,
         work_max_side: int = WORK_MAX_SIDE,
     ) -> None:
-        if radius < 1 or eps <= 0 or gain <= 0:
+        if (radius is not None and radius < 1) or eps <= 0 or gain <= 0:
             raise ValueError("radius must be >= 1, eps and gain > 0")
         self.radius, self.eps, self.work_max_side = radius, np.float32(eps), work_max_side
         self.gain = np.float32(gain)
@@ -67,7 +68,8 @@ class EdgeRefiner:
         i_lo = np.asarray(cv2.resize(guide, (ww, wh), interpolation=cv2.INTER_AREA), np.float32)
         i_lo *= np.float32(1.0 / 255.0)
         p_lo = np.asarray(cv2.resize(matte, (ww, wh), interpolation=cv2.INTER_LINEAR))
-        k = (2 * self.radius + 1, 2 * self.radius + 1)
+        r = self.radius or max(1, round(max(ww / matte.shape[1], wh / matte.shape[0])))
+        k = (2 * r + 1, 2 * r + 1)
         mean_i = cv2.blur(i_lo, k)
         mean_p = cv2.blur(p_lo, k)
         cov_ip = cv2.blur(i_lo * p_lo, k) - mean_i * mean_p

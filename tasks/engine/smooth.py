@@ -19,6 +19,14 @@ Gray = npt.NDArray[np.uint8]
 FLOW_MAX_SIDE = 320  # flow is estimated at most at this size, then scaled to the matte
 
 
+def finest_scale(side: int) -> int:
+    """DIS's finest pyramid level: keep it at least ~128 px wide, or small frames get no flow."""
+    level = 0
+    while level < 2 and side >> (level + 1) >= 128:
+        level += 1
+    return level
+
+
 class Smoother(Protocol):
     """Blends each new matte with the past; ``gray`` is the frame as grey at any size."""
 
@@ -62,15 +70,18 @@ class FlowSmoother:
         self.weight = _check_weight(weight)
         self.tolerance = np.float32(tolerance)  # grey levels of warp error that halve trust
         self._flow: Any = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self._finest: int | None = None
         self._prev_gray: Gray | None = None
         self._state: Matte | None = None
         self._grid: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | None = None
 
-    def _flow_gray(self, gray: Gray, shape: tuple[int, int]) -> Gray:
-        h, w = shape
-        scale = min(1.0, FLOW_MAX_SIDE / max(h, w))
-        size = (max(8, round(w * scale)), max(8, round(h * scale)))
-        if gray.shape[:2] != (size[1], size[0]):
+    @staticmethod
+    def _flow_gray(gray: Gray) -> Gray:
+        """The grey frame at most ``FLOW_MAX_SIDE`` wide: flow beyond that costs, adds little."""
+        h, w = gray.shape[:2]
+        scale = FLOW_MAX_SIDE / max(h, w)
+        if scale < 1.0:
+            size = (max(8, round(w * scale)), max(8, round(h * scale)))
             gray = np.asarray(cv2.resize(gray, size, interpolation=cv2.INTER_AREA), np.uint8)
         return np.ascontiguousarray(gray)
 
@@ -85,11 +96,15 @@ class FlowSmoother:
     def __call__(self, matte: Matte, gray: Gray) -> Matte:
         matte = np.asarray(matte, dtype=np.float32)
         shape = (int(matte.shape[0]), int(matte.shape[1]))
-        small = self._flow_gray(gray, shape)
+        small = self._flow_gray(gray)
         prev, state, self._prev_gray = self._prev_gray, self._state, small
         if prev is None or state is None or state.shape != matte.shape or prev.shape != small.shape:
             self._state = matte.copy()
             return self._state
+        finest = finest_scale(max(small.shape[:2]))
+        if finest != self._finest:
+            self._flow.setFinestScale(finest)
+            self._finest = finest
         # Flow from the current frame back to the previous one: where each pixel came from.
         flow = self._flow.calc(small, prev, None)
         xs, ys = self._remap_grid((int(small.shape[0]), int(small.shape[1])))

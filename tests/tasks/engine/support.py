@@ -30,6 +30,43 @@ def write_clip(path: Path, frames: list[npt.NDArray[np.uint8]], fps: int = 20) -
     return path
 
 
+def write_alpha(path: Path, alphas: list[F32], fps: int = 20) -> Path:
+    """True alpha as a lossless grey video (FFV1), the form ``matte_quality`` reads."""
+    h, w = alphas[0].shape
+    with av.open(str(path), "w", format="matroska") as out:
+        s = out.add_stream("ffv1", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "gray"
+        for i, a in enumerate(alphas):
+            f = av.VideoFrame.from_ndarray((a * 255.0 + 0.5).astype(np.uint8), format="gray")
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    return path
+
+
+def moving_disc(
+    d: Path, *, width: int = 160, height: int = 96, frames: int = 24, step: float = 1.5
+) -> tuple[Path, Path]:
+    """A bright textured disc gliding over a still dark texture; returns (clip, true alpha).
+
+    Its edge is an image edge and its motion is trackable: the cleanest case for judging
+    refinement (does the edge follow the image?) and smoothing (flicker gone, no lag?).
+    """
+    rng = np.random.default_rng(3)
+    bg = cv2.GaussianBlur(rng.uniform(0, 90, (height, width, 3)).astype(np.float32), (0, 0), 1.5)
+    fg = cv2.GaussianBlur(rng.uniform(160, 255, (height, width, 3)).astype(np.float32), (0, 0), 1.5)
+    rgbs, alphas = [], []
+    r = height * 0.3
+    for i in range(frames):
+        cx, cy = width * 0.3 + step * i, height * 0.5
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        a = np.clip(r + 0.5 - np.sqrt((xs - cx) ** 2 + (ys - cy) ** 2), 0.0, 1.0)
+        comp = fg * a[..., None] + bg * (1.0 - a[..., None])
+        rgbs.append((comp + 0.5).astype(np.uint8))
+        alphas.append(a.astype(np.float32))
+    return write_clip(d / "disc.mp4", rgbs), write_alpha(d / "disc_alpha.mkv", alphas)
+
+
 def rgb_frames(path: Path) -> list[npt.NDArray[np.uint8]]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
