@@ -124,10 +124,11 @@ def engine_run(src: Path, dst: Path, opts: LocalOptions) -> int:
     return result.frames
 
 
-def timed(fn: Callable[[], int]) -> tuple[int, float]:
-    t0 = time.perf_counter()
+def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
+    """Frames, wall seconds and CPU seconds (all threads of this process) of one run."""
+    t0, c0 = time.perf_counter(), time.process_time()
     frames = fn()
-    return frames, time.perf_counter() - t0
+    return frames, time.perf_counter() - t0, time.process_time() - c0
 
 
 def peak_rss_mb(src: Path, dst: Path) -> float:
@@ -191,11 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             ext = ".webm" if fmt == "webm_vp9" else ".mp4"
             naive_dst = work / f"naive_{h}p{ext}"
             eng_dst = work / f"engine_{h}p{ext}"
-            n1, t1 = timed(lambda: naive_loop(src, naive_dst, transparent=bg == "transparent"))  # noqa: B023
+            n1, t1, c1 = timed(lambda: naive_loop(src, naive_dst, transparent=bg == "transparent"))  # noqa: B023
             opts = options(background=bg, output_format=fmt)
-            n2, t2 = timed(lambda: engine_run(src, eng_dst, opts))  # noqa: B023
+            n2, t2, c2 = timed(lambda: engine_run(src, eng_dst, opts))  # noqa: B023
             naive_fps, eng_fps = n1 / t1, n2 / t2
-            row = [f"{w}x{h}", fmt, n2, f"{naive_fps:.1f}", f"{eng_fps:.1f}", f"{eng_fps / naive_fps:.2f}x"]  # fmt: skip
+            row = [
+                f"{w}x{h}", fmt, n2, f"{naive_fps:.1f}", f"{eng_fps:.1f}",
+                f"{eng_fps / naive_fps:.2f}x", f"{1e3 * c1 / n1:.1f}", f"{1e3 * c2 / n2:.1f}",
+            ]  # fmt: skip
             speed_rows.append(row)
             print("speed", row, flush=True)
             if fmt == "webm_vp9" and h == sizes[0][1]:
@@ -246,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         header + ". The machine is shared with other work: compare ratios, not absolute fps.",
         f"Speed: {seconds:g} s person clips (25 fps, no audio), end to end (decode to encoded file); "
-        "naive = single-threaded loop (decode, MediaPipe on the full frame, encode), VP9 realtime.",
+        "naive = single-threaded loop (decode, MediaPipe on the full frame, encode), VP9 realtime. "
+        "CPU ms/frame counts every thread of the process: it is less sensitive to other load.",
         "",
         table(
             ["size", "format", "frames", "naive fps", "engine fps", "engine / naive"], speed_rows

@@ -8,6 +8,7 @@ the RGB route.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import av
@@ -47,16 +48,21 @@ def to_rgba(rgb: RGBFrame, alpha: Alpha8) -> U8:
     return np.dstack((rgb, alpha))
 
 
+@functools.lru_cache(maxsize=64)
 def _blend_lut(value: int) -> U8:
     """``round(value * (255 - a) / 255)`` for every alpha ``a``: the background's share."""
     a = np.arange(256, dtype=np.float32)
     return np.asarray((value * (255.0 - a) / 255.0 + 0.5).astype(np.uint8))
 
 
-def _blend(plane: U8, alpha: Alpha8, value: int) -> U8:
-    """``plane * a + value * (1 - a)`` in 8 bits, with OpenCV doing the bulk work."""
+def _blend(plane: U8, alpha: Alpha8, value: int, dst: U8 | None = None) -> U8:
+    """``plane * a + value * (1 - a)`` in 8 bits, into ``dst`` when given (a frame plane)."""
     fg = cv2.multiply(plane, alpha, scale=1.0 / 255.0)
-    return np.asarray(cv2.add(fg, cv2.LUT(alpha, _blend_lut(value))), dtype=np.uint8)
+    bg = cv2.LUT(alpha, _blend_lut(value))
+    if dst is None:
+        return np.asarray(cv2.add(fg, bg), dtype=np.uint8)
+    cv2.add(fg, bg, dst=dst)
+    return dst
 
 
 def over_colour(rgb: RGBFrame, alpha: Alpha8, colour: tuple[int, int, int]) -> RGBFrame:
@@ -151,9 +157,9 @@ def yuva_frame(src: Any, alpha: Alpha8) -> Any:
 def yuv_over_colour(src: Any, alpha: Alpha8, yuv: tuple[int, ...]) -> Any:
     """``src`` (yuv420p) over a solid colour given as (Y, U, V) code values."""
     out = _new_frame(src, "yuv420p")
-    plane_array(out.planes[0])[...] = _blend(plane_array(src.planes[0]), alpha, yuv[0])
+    _blend(plane_array(src.planes[0]), alpha, yuv[0], plane_array(out.planes[0]))
     cw, ch = out.planes[1].width, out.planes[1].height
     small = np.asarray(cv2.resize(alpha, (cw, ch), interpolation=cv2.INTER_AREA), np.uint8)
     for i in (1, 2):
-        plane_array(out.planes[i])[...] = _blend(plane_array(src.planes[i]), small, yuv[i])
+        _blend(plane_array(src.planes[i]), small, yuv[i], plane_array(out.planes[i]))
     return out

@@ -36,7 +36,7 @@ from tasks.engine.composite import (
     yuva_frame,
 )
 from tasks.engine.refine import EdgeRefiner, upscale_alpha
-from tasks.engine.segment import RGBFrame, Segmenter, input_size
+from tasks.engine.segment import RGBFrame, Segmenter, clean_matte, input_size
 from tasks.engine.smooth import Smoother, make_smoother
 from tasks.errors import InputError
 from tasks.formats import FormatSpec, OutputFormat, spec_for
@@ -173,7 +173,7 @@ class _Matter:
         self._yuv: tuple[int, ...] | None = None
 
     def alpha(self, item: _Decoded, guide: Any) -> Any:
-        matte = self.seg(item.small)
+        matte = clean_matte(self.seg(item.small))
         if self.smoother is not None:
             small_grey = np.asarray(cv2.cvtColor(item.small, cv2.COLOR_RGB2GRAY), np.uint8)
             matte = self.smoother(matte, small_grey)

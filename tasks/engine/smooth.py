@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from tasks.engine.segment import Matte
+from tasks.engine.segment import Matte, clean_matte
 
 Gray = npt.NDArray[np.uint8]
 
@@ -53,7 +53,7 @@ class EmaSmoother:
         if self._state is None or self._state.shape != matte.shape:
             self._state = matte.astype(np.float32, copy=True)
         else:
-            self._state = self.weight * matte + (1.0 - self.weight) * self._state
+            self._state = clean_matte(self.weight * matte + (1.0 - self.weight) * self._state)
         return self._state
 
 
@@ -124,7 +124,7 @@ class FlowSmoother:
         # Trust in the warped past falls off with the photometric error of the warp.
         trust = self.tolerance / (self.tolerance + err)
         w_new = 1.0 - (1.0 - self.weight) * trust
-        self._state = np.asarray(warped + w_new * (matte - warped), dtype=np.float32)
+        self._state = clean_matte(warped + w_new * (matte - warped))
         return self._state
 
 
