@@ -46,7 +46,7 @@ class ModelError(MatteflowError):
 TINY = 1e-6  # mattes are cut to zero below this: denormal floats make every later pass crawl
 
 
-def clean_matte(matte: npt.NDArray[np.floating[Any]]) -> Matte:
+def clean_matte(matte: npt.NDArray[Any]) -> Matte:
     """``matte`` as float32 in [0, 1], with values below ``TINY`` set to exactly 0.
 
     Sigmoid tails and decaying averages drift into denormal floats, which x86 handles ~100x
