@@ -315,8 +315,8 @@ def remove_background(
                                 t0 = time.perf_counter()
                                 continue
                             if fast:
-                                if frame.format.name != "yuv420p":
-                                    frame = frame.reformat(format="yuv420p")
+                                if frame.format.name != "yuv420p":  # to limited-range 4:2:0
+                                    frame = frame.reformat(format="yuv420p", dst_color_range=1)
                                 if (sw, sh) == (width, height):
                                     small = frame.to_ndarray(format="rgb24")
                                 else:

@@ -192,3 +192,26 @@ def test_selfie_segmenter_takes_model_size_input() -> None:
         assert m.shape == (256, 256) and m.dtype == np.float32
     with SelfieSegmenter(landscape=True) as seg:
         assert seg.input_size(1920, 1080) == (256, 144)
+
+
+@pytest.mark.parametrize(("pix_fmt", "codec"), [("yuvj420p", "mjpeg"), ("yuv444p", "libx264")])
+def test_other_pixel_formats_keep_their_colours(pix_fmt: str, codec: str, tmp_path: Path) -> None:
+    import av
+
+    rgb = np.zeros((48, 64, 3), np.uint8)  # dark and bright blocks: range errors show there
+    rgb[:, :32], rgb[:, 32:] = (20, 40, 60), (230, 210, 190)
+    src = tmp_path / "in.mkv"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream(codec, rate=20)
+        s.width, s.height, s.pix_fmt = 64, 48, pix_fmt
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            f.pts = i
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))
+    dst = tmp_path / "out.mp4"
+    remove_background(src, dst, LocalOptions(background="green"), segmenter=Ellipse())  # type: ignore[arg-type]
+    with av.open(str(dst)) as c:
+        got = next(iter(c.decode(video=0))).to_ndarray(format="rgb24").astype(int)
+    for cols in (slice(22, 28), slice(36, 42)):  # inside the ellipse: the input's own pixels
+        assert np.abs(got[18:30, cols] - rgb[18:30, cols].astype(int)).mean() < 4
