@@ -10,6 +10,7 @@ input to output, so frame count and timing are preserved.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -116,6 +117,22 @@ class _Cancelled(Exception):
     """Another stage failed: stop quietly, its error is the one reported."""
 
 
+def encoder_threads(codec: str) -> int:
+    """Cores left to the encoder once decode and matting have one each (at least one).
+
+    On two cores the stages already fill both; encoder threads on top only add overhead
+    (libvpx-vp9 spent ~15% more CPU per frame with two threads than with one). ProRes is the
+    exception: at 3-4x the cost of the other stages it is the bottleneck, so it gets them all.
+    """
+    if codec == "prores_ks":
+        return 0  # FFmpeg's automatic choice: every core
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 2)
+
+
 def _open_input(src: Path) -> Any:
     try:
         container = av.open(str(src))
@@ -140,6 +157,7 @@ def _add_video_stream(out: Any, spec: FormatSpec, transparent: bool, vin: Any) -
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     stream.codec_context.time_base = vin.time_base or Fraction(1, int(rate))
     stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = encoder_threads(spec.codec)
     stream.options = dict(ENCODER_OPTIONS.get(spec.codec, {}))
     if spec.codec == "libx265" and spec.container in ("mp4", "mov"):
         stream.codec_tag = "hvc1"
@@ -285,6 +303,9 @@ def remove_background(
             options if isinstance(options, LocalOptions) else LocalOptions()
         )
     seg: Segmenter = segmenter
+    reset = getattr(seg, "reset", None)
+    if callable(reset):
+        reset()  # a reused recurrent model must not carry the last video's state into this one
     frames = 0
     last_time = 0.0
     stages = _Stages()

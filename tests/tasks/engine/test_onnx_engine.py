@@ -101,6 +101,9 @@ def test_recurrent_model_carries_state(models: dict[str, Path], clips: dict[str,
     result = remove_background(clips["silent"], out, opts)
     assert result.frames == len(frames)
     alphas = list(alpha_frames(out))
+    again = tmp_path / "again.webm"  # the same model object for a second video starts afresh
+    remove_background(clips["silent"], again, opts, segmenter=seg)
+    assert abs(float(next(alpha_frames(again)).mean()) - float(expected[0].mean())) < 0.03
     for i, (a, e) in enumerate(zip(alphas, expected, strict=True)):
         assert abs(float(a.mean()) - float(e.mean())) < 0.03
         if i >= 3:
