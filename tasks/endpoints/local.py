@@ -31,11 +31,11 @@ class TemporalFilter(StrEnum):
 
 class LocalOptions(RemovalOptions):
     smoothing: float = Field(
-        0.3,
+        0.2,
         gt=0.0,
         le=1.0,
         description="Weight of the newest matte in the temporal average (1.0: no smoothing; "
-        "0.3 suits flow, about 0.6 suits ema, which lags on moving edges).",
+        "0.2 suits flow, about 0.6 suits ema, which lags on moving edges).",
     )
     temporal: TemporalFilter = Field(
         TemporalFilter.flow,

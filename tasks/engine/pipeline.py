@@ -84,7 +84,7 @@ class EngineResult:
 class EngineSettings:
     """The engine's knobs, read from ``LocalOptions`` (plain removal options get defaults)."""
 
-    smoothing: float = 0.3
+    smoothing: float = 0.2
     temporal: str = "flow"
     refine_edges: bool = True
 
@@ -181,10 +181,9 @@ class _Matter:
         seg: Segmenter,
         settings: EngineSettings,
         spec: FormatSpec,
-        pix_fmt: str,
         colour: tuple[int, int, int] | None,
     ) -> None:
-        self.seg, self.spec, self.pix_fmt, self.colour = seg, spec, pix_fmt, colour
+        self.seg, self.spec, self.colour = seg, spec, colour
         self.smoother: Smoother | None = make_smoother(settings.temporal, settings.smoothing)
         gain = float(getattr(seg, "edge_gain", 1.0))
         self.refiner = EdgeRefiner(gain=gain) if settings.refine_edges else None
@@ -321,7 +320,7 @@ def remove_background(
                 aout = _add_audio_stream(out, spec, ain) if ain is not None else None
                 fast = vout.pix_fmt in FAST_PIX_FMTS
                 sw, sh = input_size(seg, width, height)
-                matter = _Matter(seg, settings, spec, vout.pix_fmt, options.rgb)
+                matter = _Matter(seg, settings, spec, options.rgb)
                 decoded: queue.Queue[Any] = queue.Queue(QUEUE_FRAMES)
                 matted: queue.Queue[Any] = queue.Queue(QUEUE_FRAMES)
 

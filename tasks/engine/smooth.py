@@ -66,7 +66,7 @@ class FlowSmoother:
     subject); where it does not (occlusions, flow failures) the new matte wins outright.
     """
 
-    def __init__(self, weight: float = 0.3, *, tolerance: float = 12.0) -> None:
+    def __init__(self, weight: float = 0.2, *, tolerance: float = 12.0) -> None:
         self.weight = _check_weight(weight)
         self.tolerance = np.float32(tolerance)  # grey levels of warp error that halve trust
         self._flow: Any = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
