@@ -44,8 +44,15 @@ def _gif_palette() -> U8:
 GIF_PALETTE = _gif_palette()
 
 
-def to_rgba(rgb: RGBFrame, alpha: Alpha8) -> U8:
-    return np.dstack((rgb, alpha))
+def as_alpha8(alpha: npt.NDArray[Any]) -> Alpha8:
+    """8-bit alpha; a float matte in [0, 1] (the older calling convention) is rounded to it."""
+    if alpha.dtype == np.uint8:
+        return alpha
+    return np.asarray(cv2.convertScaleAbs(np.clip(alpha, 0.0, 1.0), alpha=255.0), np.uint8)
+
+
+def to_rgba(rgb: RGBFrame, alpha: npt.NDArray[Any]) -> U8:
+    return np.dstack((rgb, as_alpha8(alpha)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,11 +72,12 @@ def _blend(plane: U8, alpha: Alpha8, value: int, dst: U8 | None = None) -> U8:
     return dst
 
 
-def over_colour(rgb: RGBFrame, alpha: Alpha8, colour: tuple[int, int, int]) -> RGBFrame:
-    return np.dstack([_blend(rgb[..., c], alpha, colour[c]) for c in range(3)])
+def over_colour(rgb: RGBFrame, alpha: npt.NDArray[Any], colour: tuple[int, int, int]) -> RGBFrame:
+    a8 = as_alpha8(alpha)
+    return np.dstack([_blend(np.ascontiguousarray(rgb[..., c]), a8, colour[c]) for c in range(3)])
 
 
-def to_gif_indices(rgb: RGBFrame, alpha: Alpha8 | None) -> U8:
+def to_gif_indices(rgb: RGBFrame, alpha: npt.NDArray[Any] | None) -> U8:
     """Quantise to the fixed palette; pixels under half opacity become the transparent index."""
     idx = np.zeros(rgb.shape[:2], dtype=np.int32)
     for channel, levels in enumerate(_LEVELS):
@@ -77,7 +85,7 @@ def to_gif_indices(rgb: RGBFrame, alpha: Alpha8 | None) -> U8:
         idx = idx * levels + q
     out = idx.astype(np.uint8)
     if alpha is not None:
-        out[alpha < 128] = GIF_TRANSPARENT_INDEX
+        out[as_alpha8(alpha) < 128] = GIF_TRANSPARENT_INDEX
     return out
 
 

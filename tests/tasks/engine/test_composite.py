@@ -12,6 +12,7 @@ from tasks.engine.composite import (
     plane_array,
     small_rgb,
     to_gif_indices,
+    to_rgba,
     yuv_colour,
     yuv_over_colour,
     yuv_to_rgb_matrix,
@@ -89,3 +90,12 @@ def test_small_rgb_matches_a_bilinear_resize() -> None:
     ref = cv2.resize(src.to_ndarray(format="rgb24"), (32, 32), interpolation=cv2.INTER_LINEAR)
     assert ours.shape == (32, 32, 3)
     assert np.abs(ours - ref.astype(int)).mean() < 3.0
+
+
+def test_float_mattes_still_work_where_8_bit_alpha_is_expected() -> None:
+    rgb = np.full((2, 2, 3), 200, np.uint8)
+    matte = np.array([[0.0, 1.0], [0.5, 0.2]], np.float32)
+    assert over_colour(rgb, matte, (0, 0, 0)).dtype == np.uint8
+    np.testing.assert_array_equal(over_colour(rgb, matte, (0, 0, 0)), over_colour(rgb, (matte * 255 + 0.5).astype(np.uint8), (0, 0, 0)))  # fmt: skip
+    assert to_rgba(rgb, matte)[..., 3].tolist() == [[0, 255], [128, 51]]
+    assert to_gif_indices(rgb, matte)[0, 0] == 255
