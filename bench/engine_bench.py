@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=None, help="speed runs per case (best kept)")
     ap.add_argument("--label", default="", help="added to the report's file name")
     args = ap.parse_args(argv)
+    if args.quick and not args.label:
+        args.label = "quick"  # never overwrite the day's full results with a short run
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     args.repeat = args.repeat or (1 if args.quick else 2)
     sizes = [(1280, 720)] if args.quick else [(1280, 720), (1920, 1080)]
