@@ -29,8 +29,9 @@ check: install
 	$(VENV)/bin/ruff format --diff .
 	$(VENV)/bin/mypy
 
+# Each benchmark is its own script; they print ratios against baselines measured in the same run.
 bench: install
-	@echo "make bench: not yet (the pacing and engine benchmarks come with their issues)"
+	$(PY) -m bench.engine_bench
 
 clean:
 	rm -rf output samples .pytest_cache .mypy_cache .ruff_cache
