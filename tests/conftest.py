@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.samples import make_composite_clip, make_person_clip
+from tests.fakes.fal_server import FakeFal
 from tests.fakes.seaweed import SeaweedS3
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -26,7 +27,12 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     comp = make_composite_clip(
         d / "composite.mp4", d / "composite_alpha.mkv", width=96, height=64, seconds=0.6, fps=20
     )
-    return {"person": person, "silent": silent, "composite": comp, "truth": d / "composite_alpha.mkv"}
+    return {
+        "person": person,
+        "silent": silent,
+        "composite": comp,
+        "truth": d / "composite_alpha.mkv",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +63,14 @@ def s3_bucket(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> str:
     name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
     fs.mkdir(name)
     return f"s3://{name}"
+
+
+@pytest.fixture
+def fake_fal(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeFal]:
+    """A fresh fake fal queue server on loopback; FAL_KEY/FAL_QUEUE_URL/FAL_REST_URL point at it."""
+    with FakeFal(tmp_path_factory.mktemp("fakefal")) as fake:
+        for name, value in fake.env().items():
+            monkeypatch.setenv(name, value)
+        yield fake
