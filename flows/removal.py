@@ -14,13 +14,24 @@ from prefect.artifacts import (
     acreate_table_artifact,
 )
 from prefect.cache_policies import NONE
+from prefect.states import Cancelled
 
-from flows.params import DEFAULT_MAX_IN_FLIGHT, RunParams
-from tasks.endpoints import endpoint_info
+from flows.params import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_SUBMIT_RATE,
+    TASK_RUN_PER_JOB_UP_TO,
+    RunParams,
+)
+from flows.runtime import cancel_requests, progress_artifact
+from tasks.budget import BudgetGuard
+from tasks.endpoints import EndpointName, endpoint_info
 from tasks.execute import run_local_job
-from tasks.jobs import Job, Status, now_iso
+from tasks.fanout import Admission, ended_row, run_pool
+from tasks.jobs import Job, JobState, Ledger, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
+from tasks.pacing import Pacer, PacingConfig, ensure_shared_limit
 from tasks.plan import Plan, plan_jobs
+from tasks.progress import RunProgress
 from tasks.report import (
     cost_markdown,
     cost_table,
@@ -64,11 +75,56 @@ async def run_job(job: Job, storage: Storage) -> dict[str, Any]:
 
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
 async def process_job(job: Job, storage: Storage) -> dict[str, Any]:
-    try:
-        return await run_job(job, storage)
-    except Exception as exc:  # a bug must not lose the row: report it and go on
-        get_run_logger().error("job %s crashed:\n%s", job.key, traceback.format_exc())
-        return crashed_row(job, exc)
+    """One job as its own task run: visible in the UI, for runs small enough to afford it."""
+    return await run_job(job, storage)
+
+
+class FlowJobs:
+    """The worker pool's view of this flow: how a job runs, what it costs, how it ended."""
+
+    def __init__(self, storage: Storage, *, task_runs: bool) -> None:
+        self.storage = storage
+        self.task_runs = task_runs
+        self.ledger = Ledger(storage)
+
+    async def run(self, job: Job) -> dict[str, Any]:
+        if self.task_runs:
+            named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
+            return await named(job, self.storage)
+        return await run_job(job, self.storage)
+
+    def interrupted_row(self, job: Job, exc: BaseException | None) -> dict[str, Any]:
+        if exc is not None:
+            get_run_logger().error(
+                "job %s crashed:\n%s", job.key, "".join(traceback.format_exception(exc))
+            )
+            return crashed_row(job, exc)
+        entry = self.ledger.get(job.key)
+        note = "run cancelled while this job was in flight"
+        if entry is not None and entry.request_id and entry.state in RESUMABLE:
+            note += f"; fal request {entry.request_id} is kept in the ledger for the next run"
+        return ended_row(job, Status.cancelled, "cancelled", note)
+
+
+def budget_summary(budget: BudgetGuard) -> dict[str, Any]:
+    return {
+        "budget_usd": budget.budget_usd,
+        "spent_usd": round(budget.spent_usd, 6),
+        "left_usd": None if budget.left_usd is None else round(budget.left_usd, 6),
+        "jobs_refused": budget.refused,
+    }
+
+
+RESUMABLE = (JobState.submitting, JobState.submitted, JobState.running)
+
+
+def pacing_for(params: RunParams) -> PacingConfig:
+    endpoint = EndpointName(params.endpoint)
+    return PacingConfig(
+        max_in_flight=params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[endpoint],
+        submit_rate_per_s=params.submit_rate or DEFAULT_SUBMIT_RATE[endpoint],
+        shared_limit=params.shared_limit,
+    )
 
 
 def duplicate_rows(
@@ -125,18 +181,29 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         "%d rows: %d jobs, %d invalid, %d duplicates", len(manifest.rows), len(plan.jobs),
         len(plan.invalid), len(plan.duplicates),
     )  # fmt: skip
-    limit = params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[params.endpoint]
-    gate = asyncio.Semaphore(limit)
-
-    async def bounded(job: Job) -> dict[str, Any]:
-        async with gate:
-            return await process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")(
-                job, storage
-            )
-
+    pacing = pacing_for(params)
+    if pacing.shared_limit:
+        await ensure_shared_limit(pacing.shared_limit, pacing.max_in_flight)
+    task_runs = params.task_run_per_job
+    if task_runs is None:
+        task_runs = len(plan.jobs) <= TASK_RUN_PER_JOB_UP_TO
+    handler = FlowJobs(storage, task_runs=task_runs)
+    budget = BudgetGuard(params.budget_usd)
+    progress = RunProgress(total=len(plan.jobs))
+    pacer = Pacer(pacing)
+    admission = Admission(pacer, budget)
+    cancel = asyncio.Event()
     t_jobs = time.perf_counter()
-    done = await asyncio.gather(*(bounded(job) for job in plan.jobs))
+    progress.start()
+    try:
+        async with cancel_requests(cancel), progress_artifact(progress):
+            pool = await run_pool(
+                plan.jobs, handler, admission, cancel=cancel, on_row=progress.advance
+            )
+    finally:
+        progress.stop()
     jobs_s = time.perf_counter() - t_jobs
+    done = pool.rows
     by_key = {row["job_key"]: row for row in done}
     rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
     safe_params = params.model_dump(mode="json")
@@ -144,8 +211,20 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         storage, run_name, rows, safe_params,
         {"total_s": round(time.perf_counter() - t0, 3), "jobs_s": round(jobs_s, 3)},
         params.budget_usd,
+        extra={
+            "cancelled": pool.cancelled,
+            "budget": budget_summary(budget),
+            "pacing": {"max_in_flight": pacing.max_in_flight, "peak_in_flight": pacer.peak_in_flight,
+                       "submit_rate_per_s": pacing.submit_rate_per_s,
+                       "shared_limit": pacing.shared_limit, "task_run_per_job": task_runs},
+        },
     )  # fmt: skip
     summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     await publish_artifacts(storage, run_name, rows, params.budget_usd)
     logger.info("run %s: %s", run_name, summary["counts"])
+    if pool.cancelled:
+        logger.warning("run %s cancelled; partial report at %s", run_name, summary["report_url"])
+        # A returned state becomes the run's final state: the UI shows Cancelled, not Completed;
+        # the summary is in storage (callers use return_state=True, see flows/cli.py).
+        return Cancelled(message=f"cancelled: {summary['counts']}")  # type: ignore[return-value]
     return summary

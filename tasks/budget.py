@@ -7,7 +7,7 @@ jobs cannot both take the last dollar.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -16,33 +16,37 @@ class BudgetGuard:
 
     budget_usd: float | None
     spent_usd: float = 0.0
-    reserved_usd: float = 0.0
     refused: int = 0
+    reserved: dict[str, float] = field(default_factory=dict)  # job key -> its estimate
+
+    @property
+    def reserved_usd(self) -> float:
+        return sum(self.reserved.values())
 
     def refusal(self, estimate_usd: float) -> str | None:
         """Why a job of ``estimate_usd`` cannot start now, or ``None`` when it fits."""
         if self.budget_usd is None:
             return None
-        total = self.spent_usd + self.reserved_usd + estimate_usd
-        if total <= self.budget_usd + 1e-9:
+        in_flight = self.reserved_usd
+        if self.spent_usd + in_flight + estimate_usd <= self.budget_usd + 1e-9:
             return None
         return (
             f"budget ${self.budget_usd:.4f} would be exceeded: spent ${self.spent_usd:.4f}"
-            f" + in flight ${self.reserved_usd:.4f} + this job's estimate ${estimate_usd:.4f}"
+            f" + in flight ${in_flight:.4f} + this job's estimate ${estimate_usd:.4f}"
         )
 
-    def reserve(self, estimate_usd: float) -> str | None:
-        """Reserve ``estimate_usd`` for a job about to start; return the refusal if it does not fit."""
+    def reserve(self, key: str, estimate_usd: float) -> str | None:
+        """Reserve ``estimate_usd`` for job ``key`` about to be submitted; else the refusal."""
         reason = self.refusal(estimate_usd)
         if reason is None:
-            self.reserved_usd += estimate_usd
+            self.reserved[key] = self.reserved.get(key, 0.0) + estimate_usd
         else:
             self.refused += 1
         return reason
 
-    def settle(self, estimate_usd: float, actual_usd: float) -> None:
-        """A reserved job ended: its estimate leaves the reservations, its real cost is spent."""
-        self.reserved_usd = max(0.0, self.reserved_usd - estimate_usd)
+    def settle(self, key: str, actual_usd: float) -> None:
+        """Job ``key`` ended: its reservation is dropped and its real cost is spent."""
+        self.reserved.pop(key, None)
         self.spent_usd += actual_usd
 
     @property

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tasks.budget import BudgetGuard
+from tasks.errors import BudgetExceeded
 from tasks.jobs import Job, Status, now_iso
 from tasks.pacing import Pacer
 from tasks.report import result_row
@@ -25,15 +27,10 @@ CANCEL_GRACE_S = 30.0  # time jobs in flight get to cancel at the endpoint and r
 
 
 class JobHandler(Protocol):
-    """What the pool needs from the flow: run one job, and what a job costs before it runs."""
+    """What the pool needs from the flow: run one job, and a row for one that was stopped."""
 
     async def run(self, job: Job) -> Row:
         """Run ``job`` to its end and return its results row (cancellation may interrupt it)."""
-        ...
-
-    async def estimate(self, job: Job) -> float | None:
-        """The job's estimated cost for the budget guard, ``None`` when it needs no budget
-        (already done, or already submitted and only awaited)."""
         ...
 
     def interrupted_row(self, job: Job, exc: BaseException | None) -> Row:
@@ -50,6 +47,45 @@ def ended_row(job: Job, status: Status, code: str, reason: str, **extra: Any) ->
     )  # fmt: skip
 
 
+class Admission:
+    """The step right before a paid submit: budget, submit rate, and no cancel mid-submit.
+
+    ``submit_guard`` is what a runner wraps around its submit (tasks/fal_job.py); a cancel that
+    arrives while a submit is on the wire waits until the request id is in the ledger, so no
+    job is left queued at fal without a way to cancel or resume it.
+    """
+
+    def __init__(self, pacer: Pacer, budget: BudgetGuard | None = None) -> None:
+        self.pacer = pacer
+        self.budget = budget or BudgetGuard(None)
+        self.submitting: set[asyncio.Task[Any]] = set()
+        self.cancel_after_submit: set[asyncio.Task[Any]] = set()
+
+    @asynccontextmanager
+    async def submit_guard(self, job: Job, estimate_usd: float) -> AsyncIterator[None]:
+        reason = self.budget.reserve(job.key, estimate_usd)
+        if reason is not None:
+            raise BudgetExceeded(reason)
+        await self.pacer.submit_token()
+        task = asyncio.current_task()
+        assert task is not None
+        self.submitting.add(task)
+        try:
+            yield
+        finally:
+            self.submitting.discard(task)
+            if task in self.cancel_after_submit:
+                self.cancel_after_submit.discard(task)
+                task.cancel()
+
+    def cancel(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a worker now, or as soon as its submit has been recorded."""
+        if task in self.submitting:
+            self.cancel_after_submit.add(task)
+        else:
+            task.cancel()
+
+
 @dataclass
 class PoolResult:
     rows: list[Row] = field(default_factory=list)
@@ -62,6 +98,7 @@ class PoolResult:
 class _State:
     jobs: Iterator[Job]
     emit: Callable[[Row], None]
+    admission: Admission
     stopping: bool = False
     in_flight: dict[int, Job] = field(default_factory=dict)  # worker index -> its job
 
@@ -69,14 +106,13 @@ class _State:
 async def run_pool(
     jobs: Iterable[Job],
     handler: JobHandler,
-    pacer: Pacer,
+    admission: Admission,
     *,
-    budget: BudgetGuard | None = None,
     cancel: asyncio.Event | None = None,
     on_row: Callable[[Row], None] | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
 ) -> PoolResult:
-    """Run every job through ``handler`` with at most ``pacer``'s cap in flight.
+    """Run every job through ``handler`` with at most the pacer's cap in flight.
 
     Ends when all jobs have a row, or when ``cancel`` is set or this coroutine is cancelled:
     then it returns normally with ``cancelled=True`` and a row for every job, so the caller can
@@ -85,28 +121,28 @@ async def run_pool(
     t0 = time.perf_counter()
     result = PoolResult()
     cancel = cancel or asyncio.Event()
-    guard = budget or BudgetGuard(None)
 
     def emit(row: Row) -> None:
+        admission.budget.settle(str(row.get("job_key")), float(row.get("cost_usd") or 0.0))
         result.rows.append(row)
         if on_row is not None:
             on_row(row)
 
-    state = _State(jobs=iter(jobs), emit=emit)
+    state = _State(jobs=iter(jobs), emit=emit, admission=admission)
     workers = [
-        asyncio.create_task(_worker(i, state, handler, pacer, guard), name=f"matteflow-worker-{i}")
-        for i in range(pacer.config.max_in_flight)
+        asyncio.create_task(_worker(i, state, handler), name=f"matteflow-worker-{i}")
+        for i in range(admission.pacer.config.max_in_flight)
     ]
     stop_waiter = asyncio.create_task(cancel.wait(), name="matteflow-cancel-watch")
     try:
-        pending = set(workers)
+        pending: set[asyncio.Future[Any]] = set(workers)
         while pending:
             done, pending = await asyncio.wait(
                 pending | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED
             )
             if stop_waiter in done:
                 break
-            pending -= {stop_waiter}
+            pending.discard(stop_waiter)
             for task in done:
                 task.result()  # a bug in the pool itself must surface, not hang the run
         if cancel.is_set():
@@ -136,7 +172,7 @@ async def _stop(state: _State, workers: list[asyncio.Task[None]], grace_s: float
     state.stopping = True
     for task in workers:
         if not task.done():
-            task.cancel()
+            state.admission.cancel(task)
     _, stuck = await asyncio.wait(workers, timeout=grace_s) if workers else (set(), set())
     for task in stuck:
         task.cancel()
@@ -149,16 +185,19 @@ async def _stop(state: _State, workers: list[asyncio.Task[None]], grace_s: float
         state.in_flight.pop(index, None)
 
 
-async def _worker(
-    index: int, state: _State, handler: JobHandler, pacer: Pacer, guard: BudgetGuard
-) -> None:
+async def _worker(index: int, state: _State, handler: JobHandler) -> None:
+    pacer = state.admission.pacer
     while not state.stopping:
         job = next(state.jobs, None)
         if job is None:
             return
         state.in_flight[index] = job
         try:
-            row = await _one(job, handler, pacer, guard)
+            async with pacer.job():
+                try:
+                    row = await handler.run(job)
+                except Exception as exc:  # a bug must not lose the row: report it and go on
+                    row = _guarded(handler.interrupted_row, job, exc)
         except asyncio.CancelledError:
             if not state.stopping:
                 raise
@@ -168,25 +207,6 @@ async def _worker(
             return
         state.in_flight.pop(index, None)
         state.emit(row)
-
-
-async def _one(job: Job, handler: JobHandler, pacer: Pacer, guard: BudgetGuard) -> Row:
-    estimate = await handler.estimate(job) if guard.budget_usd is not None else None
-    if estimate is not None and (reason := guard.refusal(estimate)):
-        guard.refused += 1
-        return ended_row(job, Status.skipped_budget, "budget_exceeded", reason)
-    async with pacer.job():
-        if estimate is not None and (reason := guard.reserve(estimate)):
-            return ended_row(job, Status.skipped_budget, "budget_exceeded", reason)
-        row: Row | None = None
-        try:
-            row = await handler.run(job)
-        except Exception as exc:  # a bug must not lose the row: report it and go on
-            row = _guarded(handler.interrupted_row, job, exc)
-        finally:
-            actual = float((row or {}).get("cost_usd") or 0.0)
-            guard.settle(estimate or 0.0, actual)
-        return row
 
 
 def _guarded(make: Callable[[Job, BaseException | None], Row], job: Job, exc: Any) -> Row:

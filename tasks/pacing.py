@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
-SHARED_LEASE_S = 300.0  # Prefect renews at 75%; a dead worker's slot returns after this (real server)
+SHARED_LEASE_S = (
+    300.0  # Prefect renews at 75%; a dead worker's slot returns after this (real server)
+)
 
 
 @dataclass(frozen=True)
@@ -47,17 +49,20 @@ class Pacer:
         self.in_flight = 0
         self.peak_in_flight = 0
 
+    async def submit_token(self) -> None:
+        """Wait for the submit-rate bucket: called right before a request goes to the endpoint."""
+        await self._bucket.acquire()
+
     @asynccontextmanager
     async def job(self) -> AsyncIterator[None]:
-        async with self._gate:
-            await self._bucket.acquire()
-            async with acquire_shared(self.config):
-                self.in_flight += 1
-                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-                try:
-                    yield
-                finally:
-                    self.in_flight -= 1
+        """Hold one in-flight place (in process, and in the shared limit) for a whole job."""
+        async with self._gate, acquire_shared(self.config):
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
 
 @asynccontextmanager

@@ -72,4 +72,3 @@ class RunProgress:
     def describe(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
         return f"{self.done}/{self.total} jobs done ({counts or 'none yet'}), ${self.cost_usd:.4f}"
-
