@@ -5,11 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.endpoints import EndpointName
+from tasks.endpoints import ENDPOINTS, EndpointName
+from tasks.endpoints.birefnet import (
+    BirefnetModel,
+    OperatingResolution,
+    VideoOutputType,
+    VideoQuality,
+    VideoWriteMode,
+)
 from tasks.formats import OutputFormat
 from tasks.options import Background
+
+# Endpoint options a run may set for all its rows (rows may override them in the manifest).
+OPTION_KEYS = (
+    "background", "background_color", "output_format", "smoothing", "model",
+    "operating_resolution", "output_mask", "refine_foreground", "sync_mode",
+    "video_output_type", "video_quality", "video_write_mode",
+)  # fmt: skip
 
 
 class RunParams(BaseModel):
@@ -33,6 +47,34 @@ class RunParams(BaseModel):
     )
     smoothing: float | None = Field(
         None, gt=0.0, le=1.0, description="Local engine: weight of the newest matte (1 = off)."
+    )
+    model: BirefnetModel | None = Field(None, description="birefnet: model variant.")
+    operating_resolution: OperatingResolution | None = Field(
+        None, description="birefnet: resolution the model runs at (2304x2304 needs Dynamic)."
+    )
+    output_mask: bool | None = Field(None, description="birefnet: also store the matte video.")
+    refine_foreground: bool | None = Field(None, description="birefnet: refine edges.")
+    sync_mode: bool | None = Field(None, description="birefnet: outputs inline, not on fal's CDN.")
+    video_output_type: VideoOutputType | None = Field(
+        None, description="birefnet: output container and codec (default VP9 .webm)."
+    )
+    video_quality: VideoQuality | None = Field(None, description="birefnet: encoder quality.")
+    video_write_mode: VideoWriteMode | None = Field(
+        None, description="birefnet: encoder speed/size trade-off."
+    )
+    resubmit_unknown: bool = Field(
+        False,
+        description="fal: submit again the jobs whose earlier submit has an unknown outcome "
+        "(check the fal dashboard first: it may be billed twice).",
+    )
+    retry_failed: bool = Field(
+        False, description="fal: submit again the jobs fal reported as failed in earlier runs."
+    )
+    fal_uploads: bool | None = Field(
+        None, description="fal: upload local input files to fal's storage (default on)."
+    )
+    presign_expiry_s: int | None = Field(
+        None, gt=60, description="fal: lifetime of presigned URLs for s3:// inputs (default 6 h)."
     )
     max_in_flight: int | None = Field(
         None, ge=1, le=1000, description="Jobs in flight at once (default per endpoint)."
@@ -61,8 +103,18 @@ class RunParams(BaseModel):
 
     def run_options(self) -> dict[str, Any]:
         """Endpoint options set for the whole run (rows may override them)."""
-        keys = ("background", "background_color", "output_format", "smoothing")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in OPTION_KEYS if getattr(self, k) is not None}
+
+    @model_validator(mode="after")
+    def _options_fit_endpoint(self) -> RunParams:
+        fields = ENDPOINTS[self.endpoint].option_fields
+        foreign = sorted(k for k in self.run_options() if k not in fields)
+        if foreign:
+            raise ValueError(
+                f"{', '.join(foreign)}: not an option of endpoint {self.endpoint.value} "
+                f"(it takes {', '.join(sorted(fields))})"
+            )
+        return self
 
 
 DEFAULT_MAX_IN_FLIGHT = {

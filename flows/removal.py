@@ -24,8 +24,13 @@ from flows.params import (
 )
 from flows.runtime import cancel_requests, progress_artifact
 from tasks.budget import BudgetGuard
-from tasks.endpoints import EndpointName, endpoint_info
+from tasks.cost import price_for
+from tasks.endpoints import EndpointInfo, EndpointName, endpoint_info
+from tasks.errors import AuthError
 from tasks.execute import run_local_job
+from tasks.fal import FalSettings, build_client
+from tasks.fal_cancel import cancel_fal_job
+from tasks.fal_job import FalRunner, SubmitGuard, run_fal_job
 from tasks.fanout import Admission, ended_row, run_pool
 from tasks.jobs import Job, JobState, Ledger, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
@@ -65,33 +70,63 @@ def read_manifest_task(url: str, option_fields: set[str], s3_endpoint_url: str |
     return read_manifest(url, option_fields, options)
 
 
-async def run_job(job: Job, storage: Storage) -> dict[str, Any]:
+def build_fal_runner(
+    params: RunParams, info: EndpointInfo, submit_guard: SubmitGuard | None = None
+) -> FalRunner:
+    """The run's one fal client (settings from the environment, run flags on top)."""
+    overrides: dict[str, Any] = {}
+    if params.fal_uploads is not None:
+        overrides["uploads"] = params.fal_uploads
+    if params.presign_expiry_s is not None:
+        overrides["presign_expiry_s"] = params.presign_expiry_s
+    settings = FalSettings().model_copy(update=overrides)
+    s3 = s3_options(params.s3_endpoint_url) if params.s3_endpoint_url else None
+    return FalRunner(
+        build_client(settings),
+        info,
+        price_for(info.name.value),
+        resubmit_unknown=params.resubmit_unknown,
+        retry_failed=params.retry_failed,
+        input_storage_options=s3,
+        submit_guard=submit_guard,
+    )
+
+
+async def run_job(job: Job, storage: Storage, fal: FalRunner | None = None) -> dict[str, Any]:
     """Dispatch one job to its endpoint's runner; every runner returns a results row."""
     if job.endpoint == "local":
         # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
         return await asyncio.to_thread(run_local_job, job, storage)
+    if fal is not None and job.endpoint == fal.info.name.value:
+        return await run_fal_job(job, storage, fal)
     raise NotImplementedError(f"no runner for endpoint {job.endpoint!r}")
 
 
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
-async def process_job(job: Job, storage: Storage) -> dict[str, Any]:
+async def process_job(job: Job, storage: Storage, fal: FalRunner | None = None) -> dict[str, Any]:
     """One job as its own task run: visible in the UI, for runs small enough to afford it."""
-    return await run_job(job, storage)
+    return await run_job(job, storage, fal)
 
 
 class FlowJobs:
     """The worker pool's view of this flow: how a job runs, what it costs, how it ended."""
 
-    def __init__(self, storage: Storage, *, task_runs: bool) -> None:
+    def __init__(self, storage: Storage, *, task_runs: bool, fal: FalRunner | None) -> None:
         self.storage = storage
         self.task_runs = task_runs
+        self.fal = fal
         self.ledger = Ledger(storage)
 
     async def run(self, job: Job) -> dict[str, Any]:
-        if self.task_runs:
-            named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
-            return await named(job, self.storage)
-        return await run_job(job, self.storage)
+        try:
+            if self.task_runs:
+                named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
+                return await named(job, self.storage, self.fal)
+            return await run_job(job, self.storage, self.fal)
+        except asyncio.CancelledError:
+            if self.fal is None:
+                raise
+            return await cancel_fal_job(job, self.ledger, self.fal)
 
     def interrupted_row(self, job: Job, exc: BaseException | None) -> dict[str, Any]:
         if exc is not None:
@@ -187,21 +222,30 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     task_runs = params.task_run_per_job
     if task_runs is None:
         task_runs = len(plan.jobs) <= TASK_RUN_PER_JOB_UP_TO
-    handler = FlowJobs(storage, task_runs=task_runs)
     budget = BudgetGuard(params.budget_usd)
-    progress = RunProgress(total=len(plan.jobs))
     pacer = Pacer(pacing)
     admission = Admission(pacer, budget)
+    fal = (
+        build_fal_runner(params, info, admission.submit_guard)
+        if info.is_fal and plan.jobs
+        else None
+    )
+    handler = FlowJobs(storage, task_runs=task_runs, fal=fal)
+    progress = RunProgress(total=len(plan.jobs))
     cancel = asyncio.Event()
     t_jobs = time.perf_counter()
     progress.start()
     try:
         async with cancel_requests(cancel), progress_artifact(progress):
+            # AuthError: the key is bad for every job; the pool stops and re-raises it.
             pool = await run_pool(
-                plan.jobs, handler, admission, cancel=cancel, on_row=progress.advance
-            )
+                plan.jobs, handler, admission, cancel=cancel, on_row=progress.advance,
+                fatal=(AuthError,),
+            )  # fmt: skip
     finally:
         progress.stop()
+        if fal is not None:
+            await fal.aclose()
     jobs_s = time.perf_counter() - t_jobs
     done = pool.rows
     by_key = {row["job_key"]: row for row in done}

@@ -99,6 +99,7 @@ class _State:
     jobs: Iterator[Job]
     emit: Callable[[Row], None]
     admission: Admission
+    fatal: tuple[type[BaseException], ...] = ()
     stopping: bool = False
     in_flight: dict[int, Job] = field(default_factory=dict)  # worker index -> its job
 
@@ -111,12 +112,14 @@ async def run_pool(
     cancel: asyncio.Event | None = None,
     on_row: Callable[[Row], None] | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> PoolResult:
     """Run every job through ``handler`` with at most the pacer's cap in flight.
 
     Ends when all jobs have a row, or when ``cancel`` is set or this coroutine is cancelled:
     then it returns normally with ``cancelled=True`` and a row for every job, so the caller can
-    still write its (partial) report.
+    still write its (partial) report. A job raising one of ``fatal`` stops every job and the
+    error is raised again.
     """
     t0 = time.perf_counter()
     result = PoolResult()
@@ -128,7 +131,8 @@ async def run_pool(
         if on_row is not None:
             on_row(row)
 
-    state = _State(jobs=iter(jobs), emit=emit, admission=admission)
+    state = _State(jobs=iter(jobs), emit=emit, admission=admission, fatal=fatal)
+    failure: BaseException | None = None
     workers = [
         asyncio.create_task(_worker(i, state, handler), name=f"matteflow-worker-{i}")
         for i in range(admission.pacer.config.max_in_flight)
@@ -143,9 +147,10 @@ async def run_pool(
             if stop_waiter in done:
                 break
             pending.discard(stop_waiter)
-            for task in done:
-                task.result()  # a bug in the pool itself must surface, not hang the run
-        if cancel.is_set():
+            failure = next((t.exception() for t in done if t.exception() is not None), None)
+            if failure is not None:  # fatal for the run, or a bug in the pool itself
+                break
+        if cancel.is_set() or failure is not None:
             result.cancelled, result.cancel_reason = True, "cancel requested"
     except asyncio.CancelledError:
         # Ctrl-C (asyncio.run cancels the main task) or Prefect cancelling the flow run.
@@ -164,6 +169,8 @@ async def run_pool(
                 )
             )
     result.elapsed_s = time.perf_counter() - t0
+    if failure is not None:
+        raise failure
     return result
 
 
@@ -196,6 +203,8 @@ async def _worker(index: int, state: _State, handler: JobHandler) -> None:
             async with pacer.job():
                 try:
                     row = await handler.run(job)
+                except state.fatal:
+                    raise
                 except Exception as exc:  # a bug must not lose the row: report it and go on
                     row = _guarded(handler.interrupted_row, job, exc)
         except asyncio.CancelledError:
