@@ -23,7 +23,9 @@ from tasks.pacing import Pacer
 from tasks.report import result_row
 
 Row = dict[str, Any]
-CANCEL_GRACE_S = 30.0  # time jobs in flight get to cancel at the endpoint and record the ledger
+# Time jobs in flight get to cancel at the endpoint and record the ledger; below the 30 s a
+# Prefect worker waits after its SIGTERM before it kills a cancelled flow run's process.
+CANCEL_GRACE_S = 20.0
 
 
 class JobHandler(Protocol):
