@@ -15,6 +15,14 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from flows.params import RunParams
@@ -29,6 +37,7 @@ from tasks.endpoints.birefnet import (
 from tasks.errors import MatteflowError
 from tasks.formats import OutputFormat
 from tasks.options import Background
+from tasks.progress import RunProgress, listening
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -103,6 +112,54 @@ def main() -> None:
     """Bulk video background removal for video catalogs, orchestrated by Prefect."""
 
 
+class TerminalProgress:
+    """A rich progress bar over the jobs of a run started from this terminal."""
+
+    def __init__(self, out: Console) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[counts]}"),
+            console=out, disable=not out.is_terminal,
+        )  # fmt: skip
+        self.task = self.bar.add_task("jobs", total=None, counts="")
+
+    def start(self, total: int) -> None:
+        self.bar.update(self.task, total=total)
+        self.bar.start()
+
+    def advance(self, row: dict[str, Any], progress: RunProgress) -> None:
+        counts = " ".join(f"{k}:{v}" for k, v in sorted(progress.by_status.items()))
+        self.bar.update(
+            self.task, completed=progress.done, counts=f"{counts} ${progress.cost_usd:.2f}"
+        )
+
+    def stop(self, progress: RunProgress) -> None:
+        self.bar.update(self.task, completed=progress.done)
+        self.bar.stop()
+
+
+def run_flow(params: RunParams) -> tuple[dict[str, Any], bool]:
+    """Run the flow here with a progress bar; (summary, cancelled). Ctrl-C cancels the run:
+    fal jobs in flight are cancelled, the ledger records them and a partial report is written."""
+    from flows.removal import remove_backgrounds, storage_for
+
+    async def main() -> tuple[dict[str, Any] | None, str | None]:
+        state = await remove_backgrounds(params, return_state=True)
+        if state.is_cancelled():
+            return None, state.message or "cancelled"
+        return await state.aresult(), None  # raises the flow's own error if it failed
+
+    with listening(TerminalProgress(console)):
+        result, cancel_message = asyncio.run(main())
+    if result is not None:
+        return result, False
+    storage = storage_for(params.output, params.s3_endpoint_url)
+    summary = storage.read_json(f"runs/{params.resolved_run_name()}/summary.json")
+    if summary is None or not summary.get("cancelled"):
+        raise MatteflowError(f"run cancelled before its report was written: {cancel_message}")
+    return summary, True
+
+
 def quiet_prefect() -> None:
     """The temporary server's telemetry write races its own migration ("database is locked")."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -127,6 +184,13 @@ def run(
     video_quality: QualityOpt = None,
     video_write_mode: WriteModeOpt = None,
     max_in_flight: Annotated[int | None, typer.Option(help="Jobs in flight.")] = None,
+    submit_rate: Annotated[float | None, typer.Option(help="Job starts per second.")] = None,
+    shared_limit: Annotated[
+        str | None, typer.Option(help="Prefect global concurrency limit shared by workers.")
+    ] = None,
+    task_runs: Annotated[
+        bool | None, typer.Option("--task-runs/--no-task-runs", help="A task run per job.")
+    ] = None,
     budget: Annotated[float | None, typer.Option(help="Budget in USD.")] = None,
     resubmit_unknown: Annotated[
         bool,
@@ -150,8 +214,6 @@ def run(
 ) -> None:
     """Remove the background of every video in MANIFEST."""
     quiet_prefect()
-    from flows.removal import remove_backgrounds
-
     params = build_params(
         config, manifest=manifest, endpoint=endpoint, output=output, run_name=run_name,
         background=background, background_color=background_color, output_format=output_format,
@@ -161,16 +223,20 @@ def run(
         video_write_mode=video_write_mode, max_in_flight=max_in_flight, budget_usd=budget,
         resubmit_unknown=resubmit_unknown or None, retry_failed=retry_failed or None,
         fal_uploads=fal_uploads, presign_expiry_s=presign_expiry,
+        submit_rate=submit_rate, shared_limit=shared_limit, task_run_per_job=task_runs,
         s3_endpoint_url=s3_endpoint_url,
     )  # fmt: skip
     if params.run_name is None:
         params = params.model_copy(update={"run_name": params.resolved_run_name()})
     try:
-        summary = asyncio.run(remove_backgrounds(params))
+        summary, cancelled = run_flow(params)
     except MatteflowError as exc:
         console.print(f"[red]error[/red] ({exc.code}): {exc}")
         raise typer.Exit(2) from None
     print_summary(summary)
+    if cancelled:
+        console.print("[yellow]cancelled[/yellow]: run the same command again to continue")
+        raise typer.Exit(130)
     counts = summary["counts"]
     ok = counts["succeeded"] + counts["skipped"]
     raise typer.Exit(0 if ok == summary["rows"] else 1)

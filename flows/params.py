@@ -91,6 +91,20 @@ class RunParams(BaseModel):
         None, ge=1, le=1000, description="Jobs in flight at once (default per endpoint)."
     )
     budget_usd: float | None = Field(None, ge=0, description="Stop submitting past this spend.")
+    submit_rate: float | None = Field(
+        None, gt=0, le=1000, description="Job starts per second at most (default per endpoint)."
+    )
+    shared_limit: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="Prefect global concurrency limit shared by every worker on one fal account;"
+        " created (or resized) to max_in_flight by the run. None: the cap is per process.",
+    )
+    task_run_per_job: bool | None = Field(
+        None,
+        description="One Prefect task run per job; default: only for runs of at most"
+        " 200 jobs (a task run per job costs the server more than the job at catalog scale).",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint URL (MinIO, SeaweedFS, R2…)."
     )
@@ -123,3 +137,11 @@ DEFAULT_MAX_IN_FLIGHT = {
     EndpointName.pixelcut: 10,
     EndpointName.birefnet: 10,
 }
+# Job starts per second: fal accepts bursts (queued requests wait, never rejected), so this
+# only smooths the first wave; the local engine is bounded by its cap alone.
+DEFAULT_SUBMIT_RATE = {
+    EndpointName.local: 1000.0,
+    EndpointName.pixelcut: 50.0,
+    EndpointName.birefnet: 50.0,
+}
+TASK_RUN_PER_JOB_UP_TO = 200

@@ -10,19 +10,32 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.settings import get_current_settings
+from prefect.states import Cancelled
 
-from flows.artifacts import JobProgress, publish_artifacts
-from flows.params import DEFAULT_MAX_IN_FLIGHT, RunParams
+from flows.artifacts import publish_artifacts
+from flows.params import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_SUBMIT_RATE,
+    TASK_RUN_PER_JOB_UP_TO,
+    RunParams,
+)
+from flows.runtime import cancel_requests, progress_artifact
+from tasks.budget import BudgetGuard
 from tasks.cost import price_for
-from tasks.endpoints import EndpointInfo, endpoint_info
+from tasks.endpoints import EndpointInfo, EndpointName, endpoint_info
 from tasks.errors import AuthError, ManifestError, MatteflowError
 from tasks.execute import run_local_job
 from tasks.fal import FalSettings, build_client
+from tasks.fal_cancel import cancel_fal_job
 from tasks.fal_job import FalRunner, run_fal_job
-from tasks.jobs import Job, Status, now_iso
+from tasks.fanout import Admission, ended_row, run_pool
+from tasks.jobs import Job, JobState, Ledger, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
+from tasks.pacing import Pacer, PacingConfig, ensure_shared_limit
 from tasks.plan import Plan, plan_jobs
 from tasks.preflight import InputSettings, LocalInputPolicy
+from tasks.progress import RunProgress
 from tasks.report import result_row, write_reports
 from tasks.storage import Storage, s3_options
 from tasks.verify import VerifySettings
@@ -52,7 +65,10 @@ def read_manifest_task(url: str, option_fields: set[str], s3_endpoint_url: str |
 
 
 def build_fal_runner(
-    params: RunParams, info: EndpointInfo, limits: InputSettings | None = None
+    params: RunParams,
+    info: EndpointInfo,
+    admission: Admission | None = None,
+    limits: InputSettings | None = None,
 ) -> FalRunner:
     """The run's one fal client (settings from the environment, run flags on top)."""
     overrides: dict[str, Any] = {}
@@ -70,20 +86,24 @@ def build_fal_runner(
         retry_failed=params.retry_failed,
         input_storage_options=s3,
         input_limits=limits,
+        submit_guard=admission.submit_guard if admission else None,
+        endpoint_slot=admission.slot if admission else None,
     )
 
 
 async def run_job(
     job: Job,
     storage: Storage,
-    verify: VerifySettings,
     fal: FalRunner | None = None,
+    verify: VerifySettings | None = None,
     limits: InputSettings | None = None,
 ) -> dict[str, Any]:
     """Dispatch one job to its endpoint's runner; every runner returns a results row."""
     if job.endpoint == "local":
         # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
-        return await asyncio.to_thread(run_local_job, job, storage, settings=verify, limits=limits)
+        return await asyncio.to_thread(
+            run_local_job, job, storage, settings=verify or VerifySettings(), limits=limits
+        )
     if fal is not None and job.endpoint == fal.info.name.value:
         return await run_fal_job(job, storage, fal)
     raise NotImplementedError(f"no runner for endpoint {job.endpoint!r}")
@@ -93,17 +113,92 @@ async def run_job(
 async def process_job(
     job: Job,
     storage: Storage,
-    verify: VerifySettings,
     fal: FalRunner | None = None,
+    verify: VerifySettings | None = None,
     limits: InputSettings | None = None,
 ) -> dict[str, Any]:
+    """One job as its own task run: visible in the UI, for runs small enough to afford it."""
+    return await run_or_cancel(job, storage, fal, verify, limits)
+
+
+async def run_or_cancel(
+    job: Job,
+    storage: Storage,
+    fal: FalRunner | None,
+    verify: VerifySettings | None = None,
+    limits: InputSettings | None = None,
+) -> dict[str, Any]:
+    """Run ``job``; if the run is cancelled meanwhile, cancel it at fal and record that.
+
+    Handled here, inside the job's task run, so a cancelled run's task runs end Completed with a
+    ``cancelled`` row rather than Crashed.
+    """
     try:
-        return await run_job(job, storage, verify, fal, limits)
-    except AuthError:
-        raise  # the key is bad for every job: the flow stops the run
-    except Exception as exc:  # a bug must not lose the row: report it and go on
-        get_run_logger().error("job %s crashed:\n%s", job.key, traceback.format_exc())
-        return crashed_row(job, exc)
+        return await run_job(job, storage, fal, verify, limits)
+    except asyncio.CancelledError:
+        if fal is None:
+            raise  # a local job runs in a thread: it finishes, and the ledger records it
+        return await cancel_fal_job(job, Ledger(storage), fal)
+
+
+class FlowJobs:
+    """The worker pool's view of this flow: how a job runs, what it costs, how it ended."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        task_runs: bool,
+        fal: FalRunner | None,
+        verify: VerifySettings | None = None,
+        limits: InputSettings | None = None,
+    ) -> None:
+        self.storage = storage
+        self.verify = verify
+        self.limits = limits
+        self.task_runs = task_runs
+        self.fal = fal
+        self.holds_slot = fal is not None  # a fal job holds its slot only while at fal
+        self.ledger = Ledger(storage)
+
+    async def run(self, job: Job) -> dict[str, Any]:
+        if self.task_runs:
+            named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
+            return await named(job, self.storage, self.fal, self.verify, self.limits)
+        return await run_or_cancel(job, self.storage, self.fal, self.verify, self.limits)
+
+    def interrupted_row(self, job: Job, exc: BaseException | None) -> dict[str, Any]:
+        if exc is not None:
+            get_run_logger().error(
+                "job %s crashed:\n%s", job.key, "".join(traceback.format_exception(exc))
+            )
+            return crashed_row(job, exc)
+        entry = self.ledger.get(job.key)
+        note = "run cancelled while this job was in flight"
+        if entry is not None and entry.request_id and entry.state in RESUMABLE:
+            note += f"; fal request {entry.request_id} is kept in the ledger for the next run"
+        return ended_row(job, Status.cancelled, "cancelled", note)
+
+
+def budget_summary(budget: BudgetGuard) -> dict[str, Any]:
+    return {
+        "budget_usd": budget.budget_usd,
+        "spent_usd": round(budget.spent_usd, 6),
+        "left_usd": None if budget.left_usd is None else round(budget.left_usd, 6),
+        "jobs_refused": budget.refused,
+    }
+
+
+RESUMABLE = (JobState.submitting, JobState.submitted, JobState.running)
+
+
+def pacing_for(params: RunParams) -> PacingConfig:
+    endpoint = EndpointName(params.endpoint)
+    return PacingConfig(
+        max_in_flight=params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[endpoint],
+        submit_rate_per_s=params.submit_rate or DEFAULT_SUBMIT_RATE[endpoint],
+        shared_limit=params.shared_limit,
+    )
 
 
 def duplicate_rows(
@@ -149,28 +244,42 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         "%d rows: %d jobs, %d invalid, %d duplicates", len(manifest.rows), len(plan.jobs),
         len(plan.invalid), len(plan.duplicates),
     )  # fmt: skip
-    limit = params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[params.endpoint]
-    gate = asyncio.Semaphore(limit)
-    fal = build_fal_runner(params, info, limits) if info.is_fal and plan.jobs else None
-
-    async def bounded(job: Job) -> dict[str, Any]:
-        async with gate:
-            return await process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")(
-                job, storage, params.verify, fal, limits
-            )
-
+    pacing = pacing_for(params)
+    if pacing.shared_limit:
+        await ensure_shared_limit(pacing.shared_limit, pacing.max_in_flight)
+        if get_current_settings().api.url is None:
+            logger.warning(
+                "shared limit %r on Prefect's temporary server: its lease reaper does not run, so"
+                " slots held by a killed run stay taken; free them with `prefect gcl update %s"
+                " --active-slots 0` when no run is active",
+                pacing.shared_limit, pacing.shared_limit,
+            )  # fmt: skip
+    task_runs = params.task_run_per_job
+    if task_runs is None:
+        task_runs = len(plan.jobs) <= TASK_RUN_PER_JOB_UP_TO
+    budget = BudgetGuard(params.budget_usd)
+    pacer = Pacer(pacing)
+    admission = Admission(pacer, budget)
+    fal = build_fal_runner(params, info, admission, limits) if info.is_fal and plan.jobs else None
+    handler = FlowJobs(storage, task_runs=task_runs, fal=fal, verify=params.verify, limits=limits)
+    progress = RunProgress(total=len(plan.jobs))
+    cancel = asyncio.Event()
     t_jobs = time.perf_counter()
+    progress.start()
     try:
-        # A TaskGroup, not gather: an AuthError in one job cancels the others at once.
-        async with JobProgress(len(plan.jobs)) as progress, asyncio.TaskGroup() as group:
-            running = [group.create_task(progress.track(bounded(job))) for job in plan.jobs]
-    except* AuthError as failed:
-        raise failed.exceptions[0] from None
+        async with cancel_requests(cancel), progress_artifact(progress):
+            # AuthError: the key is bad for every job; the pool stops and re-raises it.
+            pool = await run_pool(
+                plan.jobs, handler, admission, cancel=cancel, on_row=progress.advance,
+                fatal=(AuthError,),
+            )  # fmt: skip
     finally:
+        progress.stop()
+        await pacer.aclose()
         if fal is not None:
             await fal.aclose()
-    done = [t.result() for t in running]
     jobs_s = time.perf_counter() - t_jobs
+    done = pool.rows
     by_key = {row["job_key"]: row for row in done}
     rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
     safe_params = params.model_dump(mode="json")
@@ -178,8 +287,23 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         storage, run_name, rows, safe_params,
         {"total_s": round(time.perf_counter() - t0, 3), "jobs_s": round(jobs_s, 3)},
         params.budget_usd,
+        extra={
+            "cancelled": pool.cancelled,
+            "budget": budget_summary(budget),
+            "pacing": {
+                "max_in_flight": pacing.max_in_flight, "peak_in_flight": pacer.peak_in_flight,
+                "submit_rate_per_s": pacing.submit_rate_per_s, "task_run_per_job": task_runs,
+                "shared_limit": pacing.shared_limit,
+                "shared_slots_acquired": pacer.shared.acquired if pacer.shared else 0,
+            },
+        },
     )  # fmt: skip
     summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     await publish_artifacts(storage, run_name, rows, params.budget_usd)
     logger.info("run %s: %s", run_name, summary["counts"])
+    if pool.cancelled:
+        logger.warning("run %s cancelled; partial report at %s", run_name, summary["report_url"])
+        # A returned state becomes the run's final state: the UI shows Cancelled, not Completed;
+        # the summary is in storage (callers use return_state=True, see flows/cli.py).
+        return Cancelled(message=f"cancelled: {summary['counts']}")  # type: ignore[return-value]
     return summary

@@ -239,6 +239,7 @@ def write_reports(
     params: dict[str, Any],
     timings: dict[str, Any],
     budget_usd: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write results, cost report and summary under ``runs/{run_name}/``; return the summary."""
     results = results_frame(rows)
@@ -256,6 +257,11 @@ def write_reports(
     info = summary(results, params, timings, budget_usd)
     info["report_url"] = storage.url(base)
     info["files"] = {name: report_url(storage, f"{base}/{name}") for name in REPORT_FILES}
+    for key, value in (extra or {}).items():  # sections the flow adds (budget, pacing, …)
+        if isinstance(value, dict) and isinstance(info.get(key), dict):
+            info[key] = {**info[key], **value}
+        else:
+            info[key] = value
     storage.write_bytes(f"{base}/summary.json", json.dumps(info, indent=2, default=str).encode())
     return info
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from pathlib import Path
@@ -11,11 +10,9 @@ from uuid import UUID
 
 import pandas as pd
 import pytest
-from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.artifacts import JobProgress
 from flows.params import RunParams
 from tests.tasks.test_report import assert_cost_report_adds_up
 
@@ -92,41 +89,3 @@ async def test_flow_run_publishes_results_costs_progress_and_links(
         assert arts[key].type == "markdown"  # a link artifact is stored as a markdown link
         url = str(arts[key].data).split("](")[1].rstrip(")")
         assert Path(url.removeprefix("file://")).is_file(), url
-
-
-@flow(name="progress-probe")
-async def progress_probe(total: int, interval_s: float, pause_after: int) -> dict[str, Any]:
-    """Advance a JobProgress inside a flow run; wait for one background update mid-way."""
-    async with JobProgress(total, interval_s=interval_s, key="progress-unit") as progress:
-        for i in range(total):
-            progress.advance("succeeded" if i % 4 else "failed")
-            if i + 1 == pause_after:
-                for _ in range(200):  # bounded wait for the background loop's update
-                    if progress.updates:
-                        break
-                    await asyncio.sleep(0.05)
-        mid = progress.updates
-        await progress.flush()
-        flushed = progress.updates
-        await progress.flush()
-        assert progress.updates == flushed  # nothing changed since: no call to the server
-    return {"mid": mid, "updates": progress.updates}
-
-
-async def test_progress_updates_are_bounded_and_end_at_100(prefect_server: None) -> None:
-    # An interval longer than the run: 40 finished jobs make one update, the last.
-    quiet = await progress_probe(40, 3600.0, pause_after=0)
-    assert quiet == {"mid": 0, "updates": 1}
-    # A short interval: the bar moves while jobs are still running, then ends at 100%.
-    state = await progress_probe(40, 0.05, pause_after=10, return_state=True)
-    counts = await state.result()
-    assert counts["mid"] >= 1 and counts["updates"] <= counts["mid"] + 1
-    async with get_client() as client:
-        found = await client.read_artifacts(
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
-            )
-        )
-    (progress,) = found
-    assert progress.key == "progress-unit" and float(progress.data) == 100.0
-    assert progress.description == "40 of 40 jobs finished: 10 failed, 30 succeeded"
