@@ -11,6 +11,9 @@ from tasks.endpoints import EndpointName
 from tasks.formats import OutputFormat
 from tasks.options import Background
 
+# A shard's run name is its parent's plus "/shards/NNN", so its reports sit under the parent's.
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/shards/[0-9]{3,6})?$"
+
 
 class RunParams(BaseModel):
     """One catalog run. Secrets never go here: FAL_KEY and S3 keys come from the environment."""
@@ -22,7 +25,7 @@ class RunParams(BaseModel):
     output: str = Field("./output", description="Output root URL (local path, file://, s3://).")
     run_name: str | None = Field(
         None, description="Name of the run's report folder; default: a timestamp.",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        pattern=RUN_NAME_PATTERN,
     )  # fmt: skip
     background: Background | None = Field(None, description="Background (default transparent).")
     background_color: str | None = Field(
@@ -41,6 +44,11 @@ class RunParams(BaseModel):
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint URL (MinIO, SeaweedFS, R2…)."
     )
+    shard_size: int | None = Field(
+        None, ge=0, le=1_000_000,
+        description="Jobs per shard: each shard runs as its own flow run, on any worker "
+        "(from a deployment) or one after another in this process. Empty or 0: no sharding.",
+    )  # fmt: skip
 
     def resolved_run_name(self) -> str:
         return self.run_name or datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")

@@ -16,6 +16,8 @@ from prefect.artifacts import (
 from prefect.cache_policies import NONE
 
 from flows.params import DEFAULT_MAX_IN_FLIGHT, RunParams
+from flows.secrets import load_secret_env
+from flows.shards import run_sharded, wants_shards
 from tasks.endpoints import endpoint_info
 from tasks.execute import run_local_job
 from tasks.jobs import Job, Status, now_iso
@@ -114,6 +116,9 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     """Remove the background of every video in the manifest; return the run summary."""
     logger = get_run_logger()
     t0 = time.perf_counter()
+    filled, missing = await load_secret_env()
+    if filled or missing:
+        logger.info("secrets from Secret blocks: %s; blocks not found: %s", filled, missing)
     run_name = params.resolved_run_name()
     info = endpoint_info(params.endpoint)
     storage = storage_for(params.output, params.s3_endpoint_url)
@@ -125,6 +130,8 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         "%d rows: %d jobs, %d invalid, %d duplicates", len(manifest.rows), len(plan.jobs),
         len(plan.invalid), len(plan.duplicates),
     )  # fmt: skip
+    if wants_shards(params, plan):
+        return await run_sharded(params, run_name, manifest, plan, storage, remove_backgrounds, t0)
     limit = params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[params.endpoint]
     gate = asyncio.Semaphore(limit)
 
