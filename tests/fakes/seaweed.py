@@ -16,13 +16,9 @@ import httpx
 
 
 def free_port() -> int:
-    """A free loopback port below 55536: weed also listens on port + 10000 (gRPC)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < 55536:
-            return port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def weed_binary() -> str:
