@@ -63,6 +63,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f"reports: {summary['report_url']}")
 
 
+@app.callback()
+def main() -> None:
+    """Bulk video background removal for video catalogs, orchestrated by Prefect."""
+
+
 def quiet_prefect() -> None:
     """The temporary server's telemetry write races its own migration ("database is locked")."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -38,7 +38,7 @@ ARTIFACT_ROWS = 200  # the UI table stays readable; the full table is in results
 
 def storage_for(url: str, s3_endpoint_url: str | None) -> Storage:
     options = s3_options(s3_endpoint_url) if url.startswith("s3://") else None
-    return Storage(url, options)
+    return Storage(url, options, input_options=s3_options(s3_endpoint_url))
 
 
 def crashed_row(job: Job, exc: BaseException) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def run_local_job(
     try:
         with tempfile.TemporaryDirectory(prefix="matteflow-") as tmp:
             workdir = Path(tmp)
-            with local_input(job.video_url, workdir) as src:
+            with local_input(job.video_url, workdir, storage.input_options) as src:
                 out = workdir / f"output{spec.extension}"
                 segmenter = segmenter_factory() if segmenter_factory else None
                 try:

@@ -55,8 +55,18 @@ def sha256_file(path: Path) -> str:
 class Storage:
     """A root URL (local path, file://, s3://, memory://) and the files below it."""
 
-    def __init__(self, root: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        input_options: dict[str, Any] | None = None,
+    ) -> None:
         self.root_url = root.rstrip("/") or "/"
+        # How this run reads s3:// inputs (same endpoint setting as the output by default).
+        self.input_options: dict[str, Any] = (
+            dict(input_options) if input_options is not None else s3_options()
+        )
         options = dict(storage_options or {})
         if root.startswith("s3://") and not options:
             options = s3_options()

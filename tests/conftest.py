@@ -26,7 +26,12 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     comp = make_composite_clip(
         d / "composite.mp4", d / "composite_alpha.mkv", width=96, height=64, seconds=0.6, fps=20
     )
-    return {"person": person, "silent": silent, "composite": comp, "truth": d / "composite_alpha.mkv"}
+    return {
+        "person": person,
+        "silent": silent,
+        "composite": comp,
+        "truth": d / "composite_alpha.mkv",
+    }
 
 
 @pytest.fixture(scope="session")

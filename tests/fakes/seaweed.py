@@ -52,12 +52,17 @@ class SeaweedS3:
         if not self.s3_port:
             self.s3_port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        names = ("master", "volume", "filer", "s3")
+        ports = {f"{n}.grpc": free_port() for n in names}
+        ports.update({n: free_port() for n in ("master", "volume", "filer")})
         cmd = [
             weed_binary(), "server", f"-dir={self.workdir}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", "-s3", f"-s3.port={self.s3_port}",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
             f"-filer.port={ports['filer']}", "-volume.max=8", "-master.volumeSizeLimitMB=64",
+            "-master.telemetry=false",  # tests talk to loopback only
+            "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports would collide
+            *(f"-{n.split('.')[0]}.port.grpc={p}" for n, p in ports.items() if n.endswith(".grpc")),
         ]  # fmt: skip
         log = (self.workdir / "weed.log").open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
