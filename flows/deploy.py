@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.params import RunParams
 from flows.secrets import BLOCKS_ENV, format_block_map, parse_block_map
+from tasks.pacing import ensure_shared_limit
 
 DEFAULT_CONFIG = Path("configs/deployment.yaml")
 FLOW_NAME = "matteflow"  # the @flow name of flows.removal.remove_backgrounds
@@ -116,12 +117,9 @@ async def ensure_work_pool(name: str) -> None:
 
 
 async def ensure_concurrency_limits(limits: dict[str, int]) -> None:
-    """Global concurrency limits shared by every worker (e.g. the fal account's cap)."""
-    from prefect import get_client
-
-    async with get_client() as client:
-        for name, slots in limits.items():
-            await client.upsert_global_concurrency_limit_by_name(name, slots)
+    """Global concurrency limits shared by every worker (e.g. one fal account's cap)."""
+    for name, slots in limits.items():
+        await ensure_shared_limit(name, slots)
 
 
 async def deploy_flow(config: DeployConfig, repo: Path) -> UUID:

@@ -14,15 +14,31 @@ from prefect.artifacts import (
     acreate_table_artifact,
 )
 from prefect.cache_policies import NONE
+from prefect.states import Cancelled
 
-from flows.params import DEFAULT_MAX_IN_FLIGHT, RunParams
+from flows.params import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_SUBMIT_RATE,
+    TASK_RUN_PER_JOB_UP_TO,
+    RunParams,
+)
+from flows.runtime import cancel_requests, progress_artifact
 from flows.secrets import load_secret_env
 from flows.shards import run_sharded, wants_shards
-from tasks.endpoints import endpoint_info
+from tasks.budget import BudgetGuard
+from tasks.cost import price_for
+from tasks.endpoints import EndpointInfo, EndpointName, endpoint_info
+from tasks.errors import AuthError
 from tasks.execute import run_local_job
-from tasks.jobs import Job, Status, now_iso
+from tasks.fal import FalSettings, build_client
+from tasks.fal_cancel import cancel_fal_job
+from tasks.fal_job import FalRunner, SubmitGuard, run_fal_job
+from tasks.fanout import Admission, ended_row, run_pool
+from tasks.jobs import Job, JobState, Ledger, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
+from tasks.pacing import Pacer, PacingConfig, ensure_shared_limit
 from tasks.plan import Plan, plan_jobs
+from tasks.progress import RunProgress
 from tasks.report import (
     cost_markdown,
     cost_table,
@@ -56,21 +72,96 @@ def read_manifest_task(url: str, option_fields: set[str], s3_endpoint_url: str |
     return read_manifest(url, option_fields, options)
 
 
-async def run_job(job: Job, storage: Storage) -> dict[str, Any]:
+def build_fal_runner(
+    params: RunParams, info: EndpointInfo, submit_guard: SubmitGuard | None = None
+) -> FalRunner:
+    """The run's one fal client (settings from the environment, run flags on top)."""
+    overrides: dict[str, Any] = {}
+    if params.fal_uploads is not None:
+        overrides["uploads"] = params.fal_uploads
+    if params.presign_expiry_s is not None:
+        overrides["presign_expiry_s"] = params.presign_expiry_s
+    settings = FalSettings().model_copy(update=overrides)
+    s3 = s3_options(params.s3_endpoint_url) if params.s3_endpoint_url else None
+    return FalRunner(
+        build_client(settings),
+        info,
+        price_for(info.name.value),
+        resubmit_unknown=params.resubmit_unknown,
+        retry_failed=params.retry_failed,
+        input_storage_options=s3,
+        submit_guard=submit_guard,
+    )
+
+
+async def run_job(job: Job, storage: Storage, fal: FalRunner | None = None) -> dict[str, Any]:
     """Dispatch one job to its endpoint's runner; every runner returns a results row."""
     if job.endpoint == "local":
         # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
         return await asyncio.to_thread(run_local_job, job, storage)
+    if fal is not None and job.endpoint == fal.info.name.value:
+        return await run_fal_job(job, storage, fal)
     raise NotImplementedError(f"no runner for endpoint {job.endpoint!r}")
 
 
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
-async def process_job(job: Job, storage: Storage) -> dict[str, Any]:
-    try:
-        return await run_job(job, storage)
-    except Exception as exc:  # a bug must not lose the row: report it and go on
-        get_run_logger().error("job %s crashed:\n%s", job.key, traceback.format_exc())
-        return crashed_row(job, exc)
+async def process_job(job: Job, storage: Storage, fal: FalRunner | None = None) -> dict[str, Any]:
+    """One job as its own task run: visible in the UI, for runs small enough to afford it."""
+    return await run_job(job, storage, fal)
+
+
+class FlowJobs:
+    """The worker pool's view of this flow: how a job runs, what it costs, how it ended."""
+
+    def __init__(self, storage: Storage, *, task_runs: bool, fal: FalRunner | None) -> None:
+        self.storage = storage
+        self.task_runs = task_runs
+        self.fal = fal
+        self.ledger = Ledger(storage)
+
+    async def run(self, job: Job) -> dict[str, Any]:
+        try:
+            if self.task_runs:
+                named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
+                return await named(job, self.storage, self.fal)
+            return await run_job(job, self.storage, self.fal)
+        except asyncio.CancelledError:
+            if self.fal is None:
+                raise
+            return await cancel_fal_job(job, self.ledger, self.fal)
+
+    def interrupted_row(self, job: Job, exc: BaseException | None) -> dict[str, Any]:
+        if exc is not None:
+            get_run_logger().error(
+                "job %s crashed:\n%s", job.key, "".join(traceback.format_exception(exc))
+            )
+            return crashed_row(job, exc)
+        entry = self.ledger.get(job.key)
+        note = "run cancelled while this job was in flight"
+        if entry is not None and entry.request_id and entry.state in RESUMABLE:
+            note += f"; fal request {entry.request_id} is kept in the ledger for the next run"
+        return ended_row(job, Status.cancelled, "cancelled", note)
+
+
+def budget_summary(budget: BudgetGuard) -> dict[str, Any]:
+    return {
+        "budget_usd": budget.budget_usd,
+        "spent_usd": round(budget.spent_usd, 6),
+        "left_usd": None if budget.left_usd is None else round(budget.left_usd, 6),
+        "jobs_refused": budget.refused,
+    }
+
+
+RESUMABLE = (JobState.submitting, JobState.submitted, JobState.running)
+
+
+def pacing_for(params: RunParams) -> PacingConfig:
+    endpoint = EndpointName(params.endpoint)
+    return PacingConfig(
+        max_in_flight=params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[endpoint],
+        submit_rate_per_s=params.submit_rate or DEFAULT_SUBMIT_RATE[endpoint],
+        shared_limit=params.shared_limit,
+    )
 
 
 def duplicate_rows(
@@ -132,18 +223,38 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     )  # fmt: skip
     if wants_shards(params, plan):
         return await run_sharded(params, run_name, manifest, plan, storage, remove_backgrounds, t0)
-    limit = params.max_in_flight or DEFAULT_MAX_IN_FLIGHT[params.endpoint]
-    gate = asyncio.Semaphore(limit)
-
-    async def bounded(job: Job) -> dict[str, Any]:
-        async with gate:
-            return await process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")(
-                job, storage
-            )
-
+    pacing = pacing_for(params)
+    if pacing.shared_limit:
+        await ensure_shared_limit(pacing.shared_limit, pacing.max_in_flight)
+    task_runs = params.task_run_per_job
+    if task_runs is None:
+        task_runs = len(plan.jobs) <= TASK_RUN_PER_JOB_UP_TO
+    budget = BudgetGuard(params.budget_usd)
+    pacer = Pacer(pacing)
+    admission = Admission(pacer, budget)
+    fal = (
+        build_fal_runner(params, info, admission.submit_guard)
+        if info.is_fal and plan.jobs
+        else None
+    )
+    handler = FlowJobs(storage, task_runs=task_runs, fal=fal)
+    progress = RunProgress(total=len(plan.jobs))
+    cancel = asyncio.Event()
     t_jobs = time.perf_counter()
-    done = await asyncio.gather(*(bounded(job) for job in plan.jobs))
+    progress.start()
+    try:
+        async with cancel_requests(cancel), progress_artifact(progress):
+            # AuthError: the key is bad for every job; the pool stops and re-raises it.
+            pool = await run_pool(
+                plan.jobs, handler, admission, cancel=cancel, on_row=progress.advance,
+                fatal=(AuthError,),
+            )  # fmt: skip
+    finally:
+        progress.stop()
+        if fal is not None:
+            await fal.aclose()
     jobs_s = time.perf_counter() - t_jobs
+    done = pool.rows
     by_key = {row["job_key"]: row for row in done}
     rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
     safe_params = params.model_dump(mode="json")
@@ -151,8 +262,20 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         storage, run_name, rows, safe_params,
         {"total_s": round(time.perf_counter() - t0, 3), "jobs_s": round(jobs_s, 3)},
         params.budget_usd,
+        extra={
+            "cancelled": pool.cancelled,
+            "budget": budget_summary(budget),
+            "pacing": {"max_in_flight": pacing.max_in_flight, "peak_in_flight": pacer.peak_in_flight,
+                       "submit_rate_per_s": pacing.submit_rate_per_s,
+                       "shared_limit": pacing.shared_limit, "task_run_per_job": task_runs},
+        },
     )  # fmt: skip
     summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     await publish_artifacts(storage, run_name, rows, params.budget_usd)
     logger.info("run %s: %s", run_name, summary["counts"])
+    if pool.cancelled:
+        logger.warning("run %s cancelled; partial report at %s", run_name, summary["report_url"])
+        # A returned state becomes the run's final state: the UI shows Cancelled, not Completed;
+        # the summary is in storage (callers use return_state=True, see flows/cli.py).
+        return Cancelled(message=f"cancelled: {summary['counts']}")  # type: ignore[return-value]
     return summary

@@ -290,10 +290,9 @@ async def run_sharded(
     rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
     timings = {"total_s": round(time.perf_counter() - t0, 3), "jobs_s": round(jobs_s, 3)}
     summary = write_reports(
-        storage, run_name, rows, params.model_dump(mode="json"), timings, params.budget_usd
-    )
-    summary["shards"] = [outcome.info() for outcome in outcomes]
-    storage.write_json(f"runs/{run_name}/summary.json", summary)
+        storage, run_name, rows, params.model_dump(mode="json"), timings, params.budget_usd,
+        extra={"shards": [outcome.info() for outcome in outcomes]},
+    )  # fmt: skip
     await publish_artifacts(storage, run_name, rows, params.budget_usd)
     bad = [o.shard.label for o in outcomes if o.state != "Completed"]
     if bad:

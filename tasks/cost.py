@@ -19,6 +19,15 @@ class Price(BaseModel):
     source: str = ""
     checked: str = ""
     verified: bool = True
+    estimate_fps: float | None = Field(
+        None,
+        gt=0,
+        description="per_compute_second: frames processed per compute second, for estimates.",
+    )
+
+    def compute_seconds(self, frames: int) -> float:
+        """Compute time an estimate assumes for ``frames`` (per-compute-second prices)."""
+        return frames / self.estimate_fps if self.estimate_fps else 0.0
 
 
 @cache

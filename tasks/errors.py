@@ -7,6 +7,7 @@ Every error carries a stable ``code`` that ends up in the results table::
     ├── InputError               an input video cannot be fetched or decoded
     ├── EndpointError            the removal endpoint refused or failed a job
     │   ├── RetryableEndpointError   transient: worth another attempt
+    │   ├── SubmitOutcomeUnknown     a submit may or may not have been queued: never repeat blindly
     │   └── AuthError                bad or missing credentials: stop the run
     ├── VerificationError        an output failed its checks
     ├── StorageError             object storage refused a read or a write
@@ -59,6 +60,12 @@ class EndpointError(MatteflowError):
 
 class RetryableEndpointError(EndpointError):
     code = "endpoint_transient"
+
+
+class SubmitOutcomeUnknown(EndpointError):
+    """fal has no idempotency key: a submit that may have arrived must not be sent again."""
+
+    code = "submit_unknown"
 
 
 class AuthError(EndpointError):

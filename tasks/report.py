@@ -136,6 +136,7 @@ def write_reports(
     params: dict[str, Any],
     timings: dict[str, Any],
     budget_usd: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write results, cost report and summary under ``runs/{run_name}/``; return the summary."""
     results = results_frame(rows)
@@ -150,5 +151,6 @@ def write_reports(
     storage.write_bytes(f"{base}/cost_report.md", cost_markdown(run_name, table, failures).encode())
     info = summary(results, params, timings)
     info["report_url"] = storage.url(base)
+    info.update(extra or {})
     storage.write_bytes(f"{base}/summary.json", json.dumps(info, indent=2, default=str).encode())
     return info

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.samples import make_composite_clip, make_person_clip
+from tests.fakes.fal_server import FakeFal
 from tests.fakes.seaweed import SeaweedS3
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -62,3 +63,14 @@ def s3_bucket(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> str:
     name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
     fs.mkdir(name)
     return f"s3://{name}"
+
+
+@pytest.fixture
+def fake_fal(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeFal]:
+    """A fresh fake fal queue server on loopback; FAL_KEY/FAL_QUEUE_URL/FAL_REST_URL point at it."""
+    with FakeFal(tmp_path_factory.mktemp("fakefal")) as fake:
+        for name, value in fake.env().items():
+            monkeypatch.setenv(name, value)
+        yield fake

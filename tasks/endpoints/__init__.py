@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel
 
+from tasks.endpoints import birefnet, pixelcut
 from tasks.endpoints.local import LocalOptions
 from tasks.formats import OutputFormat
 
@@ -19,14 +22,28 @@ class EndpointName(StrEnum):
 
 @dataclass(frozen=True)
 class EndpointInfo:
-    """What the flow needs to know of an endpoint to plan, price and verify its jobs."""
+    """What the flow needs to know of an endpoint to plan, price and verify its jobs.
+
+    ``fal_app`` and ``build_arguments`` are set for endpoints served by fal's queue API.
+    """
 
     name: EndpointName
     options_model: type[BaseModel]
+    fal_app: str | None = None
+    build_arguments: Callable[[Any, str], dict[str, Any]] | None = None
 
     @property
     def option_fields(self) -> set[str]:
         return set(self.options_model.model_fields)
+
+    @property
+    def is_fal(self) -> bool:
+        return self.fal_app is not None
+
+    def options(self, params: dict[str, Any]) -> BaseModel:
+        """The typed options of a planned job (``params`` also holds the resolved format)."""
+        fields = self.option_fields
+        return self.options_model.model_validate({k: v for k, v in params.items() if k in fields})
 
     def output_format(self, options: BaseModel) -> OutputFormat:
         fmt = getattr(options, "resolved_format", None)
@@ -40,6 +57,12 @@ class EndpointInfo:
 
 ENDPOINTS: dict[EndpointName, EndpointInfo] = {
     EndpointName.local: EndpointInfo(EndpointName.local, LocalOptions),
+    EndpointName.pixelcut: EndpointInfo(
+        EndpointName.pixelcut, pixelcut.PixelcutOptions, pixelcut.APP, pixelcut.arguments
+    ),
+    EndpointName.birefnet: EndpointInfo(
+        EndpointName.birefnet, birefnet.BirefnetOptions, birefnet.APP, birefnet.arguments
+    ),
 }
 
 

@@ -1,0 +1,100 @@
+"""What a run needs from Prefect while its jobs run: cancel requests and a progress artifact.
+
+Cancelling a flow run in the UI moves it to CANCELLING; a worker then sends SIGTERM to the
+process. Both reach the run as one ``asyncio.Event``, so the worker pool can cancel the fal
+jobs in flight, let the ledger record them and write the partial report before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.runtime import flow_run
+
+from tasks.progress import RunProgress
+
+CANCEL_POLL_S = 2.0  # how often the run asks the server whether it was cancelled
+PROGRESS_EVERY_S = 2.0  # at most one progress artifact update per this many seconds
+
+
+@asynccontextmanager
+async def cancel_requests(cancel: asyncio.Event) -> AsyncIterator[None]:
+    """Set ``cancel`` on SIGTERM or when the flow run is marked CANCELLING on the server."""
+    loop = asyncio.get_running_loop()
+    previous: Any = None
+    installed = False
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGTERM, cancel.set)
+        installed = True
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: no signals
+        pass
+    watcher = asyncio.create_task(_watch_state(cancel), name="matteflow-cancel-poll")
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)
+
+
+async def _watch_state(cancel: asyncio.Event) -> None:
+    run_id = flow_run.get_id()
+    if run_id is None:
+        return
+    async with get_client() as client:
+        while not cancel.is_set():
+            await asyncio.sleep(CANCEL_POLL_S)
+            try:
+                run = await client.read_flow_run(UUID(str(run_id)))
+            except Exception:  # a missed poll is not a reason to stop the run
+                continue
+            if run.state is not None and run.state.type in (
+                StateType.CANCELLING,
+                StateType.CANCELLED,
+            ):
+                get_run_logger().warning("flow run cancelled on the server: stopping the jobs")
+                cancel.set()
+
+
+@asynccontextmanager
+async def progress_artifact(progress: RunProgress) -> AsyncIterator[None]:
+    """A Prefect progress artifact that follows ``progress`` at a bounded update rate."""
+    artifact_id = await acreate_progress_artifact(
+        progress=progress.percent, key="progress", description=progress.describe()
+    )
+
+    async def follow() -> None:
+        shown = -1
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            if progress.done != shown:
+                shown = progress.done
+                await aupdate_progress_artifact(
+                    artifact_id, progress=progress.percent, description=progress.describe()
+                )
+
+    follower = asyncio.create_task(follow(), name="matteflow-progress")
+    try:
+        yield
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await follower
+        with contextlib.suppress(Exception):  # the report matters more than the last tick
+            await aupdate_progress_artifact(
+                artifact_id, progress=progress.percent, description=progress.describe()
+            )

@@ -1,0 +1,343 @@
+"""Run one job on a fal.ai endpoint against the ledger, paying for nothing twice.
+
+ledger lookup -> reuse | resume (request_id known) | estimate -> guard -> submit -> persist
+request_id -> poll -> result -> download -> verify -> store -> ledger final.
+
+The request_id is in the ledger before the first poll, so a killed run resumes its jobs instead of
+submitting them again. A submit whose outcome is unknown leaves the entry in ``submitting``: the
+next run reports it (``submit_unknown``) and submits it again only when told to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from tasks.cost import Price, cost_usd
+from tasks.endpoints import EndpointInfo
+from tasks.endpoints.falfile import FalFile, parse_outputs
+from tasks.errors import (
+    AuthError,
+    BudgetExceeded,
+    EndpointError,
+    InputError,
+    MatteflowError,
+    SubmitOutcomeUnknown,
+)
+from tasks.execute import reusable, row_from_entry
+from tasks.fal import CallTrace, FalClient, QueueStatus, Submission
+from tasks.formats import spec_for
+from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.probe import InputProbe, local_path, probe_input, readable_location
+from tasks.storage import Storage, redact_url, sha256_file
+from tasks.verify import Expectation, probe, verify_output
+
+# A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
+SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
+# fal itself said the job failed: a re-run submits it again only with retry_failed.
+FAL_FAILED = frozenset({"fal_job_error", "fal_validation_error", "fal_bad_result"})
+
+
+class FalRunner:
+    """What every fal job of one flow run shares: built once per run, closed at its end."""
+
+    def __init__(
+        self,
+        client: FalClient,
+        info: EndpointInfo,
+        price: Price,
+        *,
+        resubmit_unknown: bool = False,
+        retry_failed: bool = False,
+        input_storage_options: dict[str, Any] | None = None,
+        submit_guard: SubmitGuard | None = None,
+    ) -> None:
+        if info.fal_app is None or info.build_arguments is None:
+            raise ValueError(f"{info.name} is not a fal endpoint")
+        self.client = client
+        self.info = info
+        self.app: str = info.fal_app
+        self.price = price
+        self.resubmit_unknown = resubmit_unknown
+        self.retry_failed = retry_failed
+        self.input_storage_options = input_storage_options
+        self.submit_guard = submit_guard
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+async def probe_location(job: Job, runner: FalRunner) -> str:
+    """Where the input can be read for probing (a path or a URL; presigned for s3)."""
+    expiry = runner.client.settings.presign_expiry_s
+    return await asyncio.to_thread(
+        readable_location, job.video_url, expiry, runner.input_storage_options
+    )
+
+
+async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallTrace) -> str:
+    """A URL fal can fetch: http(s) as is, s3 presigned, local files uploaded (if allowed)."""
+    path = local_path(job.video_url)
+    if path is None:
+        return location
+    if not runner.client.settings.uploads:
+        raise InputError(
+            f"{path} is a local file, which fal.ai cannot read, and uploads are off: "
+            "put it on http(s) or s3://, or allow uploads (drop --no-fal-uploads / "
+            "MATTEFLOW_FAL_UPLOADS=false)",
+            code="upload_disabled",
+        )
+    return await runner.client.upload(path, trace=trace)
+
+
+def estimate_usd(price: Price, probed: InputProbe) -> float:
+    return cost_usd(price, frames=probed.frames, compute_s=price.compute_seconds(probed.frames))
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+
+async def fetch_file(
+    client: FalClient, file: FalFile, dest: Path, trace: CallTrace
+) -> tuple[int, str]:
+    """Bring one output home: from fal's CDN, or from the result itself in sync mode."""
+    if file.url.startswith("data:"):
+        _, _, payload = file.url.partition(",")
+        dest.write_bytes(base64.b64decode(payload))
+        return dest.stat().st_size, sha256_file(dest)
+    return await client.download(file.url, dest, trace=trace)
+
+
+def suffix_of(file: FalFile, default: str) -> str:
+    name = file.file_name or urlsplit(file.url).path
+    suffix = Path(name).suffix.lower()
+    return suffix if suffix and len(suffix) <= 6 else default
+
+
+# -- the job --------------------------------------------------------------------------------
+
+
+def submission_of(entry: LedgerEntry) -> Submission:
+    return Submission.model_validate(entry.metrics["fal"]["submission"])
+
+
+async def save(ledger: Ledger, entry: LedgerEntry, event: str) -> None:
+    await asyncio.to_thread(ledger.put, entry, event=event)
+
+
+async def submit_job(
+    job: Job, entry: LedgerEntry, ledger: Ledger, runner: FalRunner, trace: CallTrace
+) -> Submission:
+    """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
+    location = await probe_location(job, runner)
+    probed = await asyncio.to_thread(probe_input, location)
+    entry.metrics["input"] = probed.as_dict()
+    entry.estimated_cost_usd = estimate_usd(runner.price, probed)
+    guard = runner.submit_guard(job, entry.estimated_cost_usd) if runner.submit_guard else None
+    async with guard or nullcontext():
+        url = await fal_input_url(job, location, runner, trace)
+        options = runner.info.options(job.params)
+        assert runner.info.build_arguments is not None
+        arguments = runner.info.build_arguments(options, url)
+        entry.state, entry.request_id = JobState.submitting, None
+        entry.error_code = entry.error = None
+        entry.attempts += 1
+        await save(ledger, entry, "submitting")
+        sub = await runner.client.submit(runner.app, arguments, trace=trace)
+        entry.state, entry.request_id = JobState.submitted, sub.request_id
+        entry.metrics["fal"] = {"app": runner.app, "submission": sub.model_dump(mode="json")}
+        await save(ledger, entry, "submitted")
+    return sub
+
+
+async def bring_home(
+    job: Job,
+    entry: LedgerEntry,
+    storage: Storage,
+    runner: FalRunner,
+    result: dict[str, Any],
+    status: QueueStatus,
+    trace: CallTrace,
+) -> Status:
+    """Download, verify and store the outputs; set the actual cost. Returns the row status."""
+    try:
+        outputs = parse_outputs(result)
+    except ValidationError as exc:
+        raise EndpointError("fal.ai result has no video output", code="fal_bad_result") from exc
+    options = runner.info.options(job.params)
+    spec = spec_for(runner.info.output_format(options))
+    transparent = runner.info.transparent(options)
+    fal_meta = entry.metrics.setdefault("fal", {})
+    fal_meta["outputs"] = {
+        "video": outputs.video.metadata(),
+        "mask_video": outputs.mask_video.metadata() if outputs.mask_video else None,
+    }
+    probed = entry.metrics.get("input") or {}
+    frames = probed.get("frames") if probed.get("exact") else None
+    stem = safe_stem(job.id, job.key)
+    with tempfile.TemporaryDirectory(prefix="matteflow-fal-") as tmp:
+        out = Path(tmp) / f"video{spec.extension}"
+        size, sha = await fetch_file(runner.client, outputs.video, out, trace)
+        if outputs.video.file_size is not None and size != outputs.video.file_size:
+            raise EndpointError(
+                f"download truncated: {size} of {outputs.video.file_size} bytes",
+                code="fal_download_failed",
+            )
+        expected = Expectation(spec=spec, transparent=transparent, frames=frames)
+        report = await asyncio.to_thread(verify_output, out, expected)
+        entry.verification = report.as_dict()
+        entry.bytes, entry.sha256 = size, sha
+        found = report.probe
+        entry.metrics.update(
+            output_format=spec.name.value,
+            frames=found.frames if found else None,
+            width=found.width if found else None,
+            height=found.height if found else None,
+            fps=found.fps if found else None,
+            duration_s=found.duration_s if found else None,
+        )
+        entry.cost_usd = actual_cost(runner.price, found.frames if found else 0, status)
+        if not report.ok:
+            entry.state = JobState.failed_verification
+            entry.error_code, entry.error = report.error_code, report.error
+            return Status.failed_verification
+        mask_rel = None
+        if outputs.mask_video is not None:
+            mask = Path(tmp) / f"mask{suffix_of(outputs.mask_video, '.mp4')}"
+            await fetch_file(runner.client, outputs.mask_video, mask, trace)
+            try:
+                mask_probe = await asyncio.to_thread(probe, mask)
+            except Exception as exc:  # PyAV raises many types for a broken file
+                entry.state = JobState.failed_verification
+                entry.error_code = "mask_undecodable"
+                entry.error = f"mask video does not decode: {type(exc).__name__}"
+                return Status.failed_verification
+            if frames is not None and mask_probe.frames != frames:
+                entry.state = JobState.failed_verification
+                entry.error_code = "mask_frame_count"
+                entry.error = f"mask has {mask_probe.frames} frames, expected {frames}"
+                return Status.failed_verification
+            mask_rel = f"videos/{stem}.mask{mask.suffix}"
+            await asyncio.to_thread(storage.put_file, mask, mask_rel)
+        rel = f"videos/{stem}{spec.extension}"
+        await asyncio.to_thread(storage.put_file, out, rel)
+    entry.output_path, entry.output_url = rel, storage.url(rel)
+    if mask_rel is not None:
+        entry.mask_path, entry.mask_url = mask_rel, storage.url(mask_rel)
+    entry.state = JobState.succeeded
+    return Status.succeeded
+
+
+async def cancel_quietly(client: FalClient, sub: Submission) -> str:
+    """Best effort: a job we stop waiting for should not keep running (and billing) at fal."""
+    try:
+        return await client.cancel(sub.cancel_url)
+    except EndpointError as exc:
+        return f"cancel failed: {exc.code}"
+
+
+def actual_cost(price: Price, frames: int, status: QueueStatus) -> float:
+    """Frames of the output for per-frame prices; fal's reported compute time where given."""
+    compute = status.metrics.get("inference_time")
+    compute_s = (
+        float(compute) if isinstance(compute, int | float) else price.compute_seconds(frames)
+    )
+    return cost_usd(price, frames=frames, compute_s=compute_s)
+
+
+def resumable(entry: LedgerEntry | None, runner: FalRunner) -> bool:
+    """A job fal accepted is polled again, unless fal itself failed it and retry is asked."""
+    if entry is None or entry.request_id is None or "fal" not in entry.metrics:
+        return False
+    return not (
+        runner.retry_failed and entry.state is JobState.failed and entry.error_code in FAL_FAILED
+    )
+
+
+async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str, Any]:
+    """Process ``job`` on fal unless the ledger says it is done; returns its results row.
+
+    ``AuthError`` propagates (the run must stop); every other failure ends in the row.
+    """
+    ledger = Ledger(storage)
+    started_at, t0 = now_iso(), time.perf_counter()
+    entry = await asyncio.to_thread(ledger.get, job.key)
+    if await asyncio.to_thread(reusable, entry, storage):
+        assert entry is not None
+        return row_from_entry(
+            job, entry, Status.skipped, cost_usd=0.0, started_at=started_at,
+            finished_at=now_iso(), elapsed_s=round(time.perf_counter() - t0, 3),
+        )  # fmt: skip
+    if entry is None:
+        entry = LedgerEntry(
+            key=job.key, endpoint=job.endpoint, video_url=redact_url(job.video_url),
+            params=job.params,
+        )  # fmt: skip
+    trace = CallTrace()
+    status = Status.failed
+    try:
+        if resumable(entry, runner):
+            sub = submission_of(entry)
+            await save(ledger, entry, "resumed")
+        elif entry.state is JobState.submitting and not runner.resubmit_unknown:
+            raise SubmitOutcomeUnknown(
+                "an earlier submit of this job may or may not have reached fal.ai; check the "
+                "fal dashboard (requests of this app), then re-run with --resubmit-unknown"
+            )
+        else:
+            sub = await submit_job(job, entry, ledger, runner, trace)
+
+        async def on_status(st: QueueStatus) -> None:
+            if st.status == "IN_PROGRESS" and entry.state is not JobState.running:
+                entry.state = JobState.running
+                await save(ledger, entry, "running")
+
+        try:
+            final = await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
+        except EndpointError as exc:
+            if exc.code == "fal_timeout":
+                entry.metrics["fal"]["cancel"] = await cancel_quietly(runner.client, sub)
+            raise
+        entry.metrics["fal"]["metrics"] = final.metrics
+        if final.error:
+            raise EndpointError(
+                f"fal.ai job failed: {final.error}"[:500],
+                code="fal_job_error", error_type=final.error_type,
+            )  # fmt: skip
+        result = await runner.client.result(sub.response_url, trace=trace)
+        status = await bring_home(job, entry, storage, runner, result, final, trace)
+    except AuthError:
+        await save(ledger, entry, "auth_error")
+        raise
+    except BudgetExceeded as exc:
+        status = Status.skipped_budget
+        entry.error_code, entry.error = exc.code, exc.message
+    except SubmitOutcomeUnknown as exc:
+        entry.state = JobState.submitting
+        entry.error_code, entry.error = exc.code, exc.message
+    except MatteflowError as exc:
+        entry.state = JobState.failed
+        entry.error_code, entry.error = exc.code, exc.message
+        if isinstance(exc, EndpointError) and exc.error_type:
+            trace.error_types.append(exc.error_type)
+            entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
+    entry.metrics["fal_retries"] = int(entry.metrics.get("fal_retries", 0)) + trace.retries
+    seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
+    entry.metrics["fal_error_types"] = sorted(seen)
+    await save(ledger, entry, status.value)
+    return row_from_entry(
+        job, entry, status, started_at=started_at, finished_at=now_iso(),
+        elapsed_s=round(time.perf_counter() - t0, 3),
+    )  # fmt: skip

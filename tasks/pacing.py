@@ -1,0 +1,143 @@
+"""Pacing of one endpoint: a cap on jobs in flight, a submit-rate bucket, an optional shared cap.
+
+The in-process cap and the token bucket cost nothing per job. A Prefect global concurrency
+limit makes the cap hold across every worker on the same fal account; a slot is held for the
+length of a whole job (never per HTTP call), so the server sees two calls per job, not dozens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiolimiter import AsyncLimiter
+
+SHARED_LEASE_S = (
+    300.0  # Prefect renews at 75%; a dead worker's slot returns after this (real server)
+)
+
+
+@dataclass(frozen=True)
+class PacingConfig:
+    """How one endpoint is paced; ``shared_limit`` names a Prefect global concurrency limit."""
+
+    max_in_flight: int
+    submit_rate_per_s: float
+    shared_limit: str | None = None
+    shared_retry_s: float = 0.5  # our own wait between denied slot requests (see acquire_shared)
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if self.submit_rate_per_s <= 0:
+            raise ValueError("submit_rate_per_s must be positive")
+
+
+class Pacer:
+    """Admission for one endpoint: ``async with pacer.job():`` around each whole job."""
+
+    def __init__(self, config: PacingConfig) -> None:
+        self.config = config
+        self._gate = asyncio.Semaphore(config.max_in_flight)
+        # Bucket of max_in_flight tokens refilled at the submit rate: a full account's worth of
+        # jobs may start at once, after that starts follow the configured rate.
+        burst = float(config.max_in_flight)
+        self._bucket = AsyncLimiter(burst, burst / config.submit_rate_per_s)
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    async def submit_token(self) -> None:
+        """Wait for the submit-rate bucket: called right before a request goes to the endpoint."""
+        await self._bucket.acquire()
+
+    @asynccontextmanager
+    async def job(self) -> AsyncIterator[None]:
+        """Hold one in-flight place (in process, and in the shared limit) for a whole job."""
+        async with self._gate, acquire_shared(self.config):
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
+
+
+@asynccontextmanager
+async def acquire_shared(config: PacingConfig) -> AsyncIterator[None]:
+    """Hold one slot of the shared limit for the block; a no-op when none is configured.
+
+    Prefect's own wait after a denied slot follows the server's Retry-After, which grows with
+    the average slot occupancy (seconds for multi-second jobs) and leaves slots idle; asking
+    again after a short jittered pause keeps the account full.
+    """
+    if not config.shared_limit:
+        yield
+        return
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, concurrency
+
+    while True:
+        try:
+            cm = concurrency(
+                config.shared_limit,
+                occupy=1,
+                max_retries=0,
+                lease_duration=SHARED_LEASE_S,
+                strict=True,
+                raise_on_lease_renewal_failure=False,
+            )
+            await cm.__aenter__()
+        except ConcurrencySlotAcquisitionError as exc:
+            if not _is_locked(exc):
+                raise
+            await asyncio.sleep(config.shared_retry_s * (0.5 + random.random()))
+            continue
+        break
+    try:
+        yield
+    except BaseException as exc:
+        await cm.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        await cm.__aexit__(None, None, None)
+
+
+def _is_locked(exc: BaseException) -> bool:
+    """A 423 from the server: every slot is taken right now."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    return getattr(response, "status_code", None) == 423
+
+
+async def ensure_shared_limit(name: str, limit: int) -> None:
+    """Create the global concurrency limit ``name`` with ``limit`` slots, or resize it.
+
+    Called by each run that names a shared limit and by ``make deploy``; the last caller's size
+    wins, so every run and deployment on one account should agree on the account's concurrency.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            existing = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True)
+            )
+            return
+        if existing.limit != limit or not existing.active:
+            await client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=limit, active=True)
+            )
+
+
+def ensure_shared_limit_sync(name: str, limit: int) -> None:
+    """``ensure_shared_limit`` for synchronous callers such as a deploy script."""
+    asyncio.run(ensure_shared_limit(name, limit))
