@@ -22,6 +22,7 @@ import yaml
 
 from flows.deploy import FLOW_NAME, DeployConfig, job_env, load_config
 from flows.secrets import BLOCKS_ENV
+from tests.fakes.fal_server import FakeFal
 from tests.fakes.prefect_stack import PrefectStack, postgres_available, postgres_database
 from tests.fakes.seaweed import SeaweedS3
 
@@ -29,6 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 POOL = "it-pool"
 WORKERS = {"it-worker-a", "it-worker-b"}
 S3_SECRET = "matteflow-test-secret"  # the SeaweedFS test secret, served from a Secret block
+FAL_KEY = "it-fal-key-0123456789"  # the fake fal accepts only this key; it too comes from a block
+# The fal account's concurrency, held across workers by a global limit. At 1, shards that run
+# at the same time on two workers would put 2 or 3 jobs in progress at fal without the limit.
+ACCOUNT_CAP = 1
 
 
 def test_repo_config_is_valid_and_schedule_off_by_default() -> None:
@@ -116,11 +121,21 @@ def wait_final(client: Any, flow_run_id: Any, timeout: float) -> Any:
     raise AssertionError(f"flow run {flow_run_id} not finished after {timeout} s")
 
 
+@pytest.fixture
+def fake_fal_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeFal]:
+    """A fake fal with room for more jobs than the account cap: only our limit holds it."""
+    with FakeFal(
+        tmp_path_factory.mktemp("fakefal"), latency_s=3.0, concurrency=4,
+        key=FAL_KEY,
+    ) as fake:  # fmt: skip
+        yield fake
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ui_run_shards_over_two_workers(
     stack: PrefectStack, seaweed: SeaweedS3, s3_bucket: str, clips: dict[str, Path],
-    tmp_path: Path,
+    fake_fal_shared: FakeFal, tmp_path: Path,
 ) -> None:  # fmt: skip
     from prefect import get_client
     from prefect.blocks.system import Secret
@@ -132,25 +147,29 @@ def test_ui_run_shards_over_two_workers(
     )
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    rows = write_manifest(tmp_path / "catalog.csv", str(clips["person"]))
+    fake = fake_fal_shared
+    rows = write_manifest(tmp_path / "catalog.csv", fake.serve_file(clips["person"]))
     config = {
         "name": "it-catalog", "work_pool": POOL, "source": ".",
-        "secret_blocks": {"AWS_SECRET_ACCESS_KEY": "it-s3-secret"},
+        "secret_blocks": {"FAL_KEY": "it-fal-key", "AWS_SECRET_ACCESS_KEY": "it-s3-secret"},
+        "concurrency_limits": {"it-fal-account": ACCOUNT_CAP},
         "schedule": {"cron": "0 2 * * *", "active": False},
     }  # fmt: skip
     config_path = tmp_path / "deployment.yaml"
     config_path.write_text(yaml.safe_dump(config))
 
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        Secret(value=FAL_KEY).save("it-fal-key", overwrite=True)
         Secret(value=S3_SECRET).save("it-s3-secret", overwrite=True)
         # `make deploy`: pool, limits, deployment, as a separate process like the Make target.
         subprocess.run(
             [sys.executable, "-m", "flows.deploy", "--config", str(config_path)],
             cwd=REPO, env=stack.env(), check=True, timeout=180,
         )  # fmt: skip
-        # Workers hold S3 credentials but the secret key: it comes from the Secret block.
+        # Workers know where fal and S3 are, but neither secret: those come from Secret blocks.
         worker_env = {
             "AWS_ACCESS_KEY_ID": "matteflow-test", "AWS_DEFAULT_REGION": "us-east-1",
+            "FAL_QUEUE_URL": fake.queue_url, "FAL_REST_URL": fake.rest_url,
         }  # fmt: skip
         for name in sorted(WORKERS):
             stack.start_worker(name, POOL, limit=2, **worker_env)
@@ -159,11 +178,14 @@ def test_ui_run_shards_over_two_workers(
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name(f"{FLOW_NAME}/it-catalog")
             assert deployment.schedules and not deployment.schedules[0].active
+            limit = client.read_global_concurrency_limit_by_name("it-fal-account")
+            assert limit.limit == ACCOUNT_CAP
             parameters = {
                 "params": {
-                    "manifest": str(tmp_path / "catalog.csv"), "endpoint": "local",
+                    "manifest": str(tmp_path / "catalog.csv"), "endpoint": "pixelcut",
                     "output": s3_bucket, "s3_endpoint_url": seaweed.endpoint_url,
-                    "run_name": "nightly", "shard_size": 2,
+                    "run_name": "nightly", "shard_size": 2, "max_in_flight": ACCOUNT_CAP,
+                    "shared_limit": "it-fal-account",
                 }
             }  # fmt: skip
             # What the UI's "Run" button does: POST /deployments/{id}/create_flow_run.
@@ -192,6 +214,13 @@ def test_ui_run_shards_over_two_workers(
     assert all(c.deployment_id == deployment.id for c in children)
     assert {c.labels.get("prefect.worker.name") for c in children} == WORKERS
 
+    # The account cap held across workers while shards ran side by side on both of them;
+    # each distinct job was submitted exactly once.
+    stats = fake.stats()
+    print("fake fal:", stats)
+    assert stats["peak_in_progress"] == ACCOUNT_CAP
+    assert stats["accepted_total"] == 6
+
     import s3fs
 
     fs = s3fs.S3FileSystem(**seaweed.storage_options())
@@ -210,15 +239,20 @@ def test_ui_run_shards_over_two_workers(
     assert list(results["status"]) == expected
     assert results.set_index("id").loc["v-black-again", "duplicate_of"] == 1
     assert summary["counts"]["succeeded"] == 7 and summary["rows"] == 8
-    shard_cost = sum(s["cost_usd"] for s in summary["shards"])
-    assert summary["totals"]["cost_usd"] == pytest.approx(shard_cost)
+    # One cost total: the rows' costs, which are the shards' costs (the duplicate costs nothing).
+    assert summary["totals"]["cost_usd"] > 0
+    assert summary["totals"]["cost_usd"] == pytest.approx(results["cost_usd"].sum())
+    assert summary["totals"]["cost_usd"] == pytest.approx(
+        sum(s["cost_usd"] for s in summary["shards"])
+    )
     for url in results.loc[results["status"] == "succeeded", "output_url"]:
         assert fs.exists(url)
 
-    # The secret came from its block and shows up nowhere: parameters, reports, logs.
+    # The secrets came from their blocks and show up nowhere: parameters, reports, logs.
     messages = "\n".join(log.message for log in logs)
-    assert "AWS_SECRET_ACCESS_KEY" in messages
+    assert "FAL_KEY" in messages and "AWS_SECRET_ACCESS_KEY" in messages
     shown = json.dumps([c.parameters for c in [parent, *children]]) + messages
     shown += fs.cat(f"{base}/summary.json").decode() + results.to_csv()
-    assert S3_SECRET not in shown
-    assert os.environ.get("AWS_SECRET_ACCESS_KEY") != S3_SECRET
+    for secret in (S3_SECRET, FAL_KEY):
+        assert secret not in shown
+    assert os.environ.get("FAL_KEY") != FAL_KEY
