@@ -15,6 +15,8 @@ WORKER_LIMIT ?= 4
 DEPLOY_CONFIG ?= configs/deployment.yaml
 SCHEDULE ?=
 PREFECT_API_URL ?= http://127.0.0.1:$(PORT)/api
+# What the browser calls: this machine's name when the server listens on every interface.
+PREFECT_UI_API_URL ?= http://$(if $(filter 0.0.0.0,$(HOST)),$(shell hostname -f),$(HOST)):$(PORT)/api
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +48,8 @@ clean:
 # Other machines reach it with HOST=0.0.0.0 and PREFECT_UI_API_URL=http://<this-host>:4200/api.
 server: install
 	@if [ -n "$$PREFECT_SERVER_DATABASE_CONNECTION_URL" ]; then echo "database: PostgreSQL"; else echo "database: SQLite (~/.prefect)"; fi
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/prefect server start --host $(HOST) --port $(PORT)
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_API_URL=$(PREFECT_UI_API_URL) \
+		$(VENV)/bin/prefect server start --host $(HOST) --port $(PORT)
 
 # A process worker on the pool; it runs flow runs from this checkout (PYTHONPATH) with FAL_KEY
 # and AWS_* from this shell's environment. On another machine: PREFECT_API_URL=http://server:4200/api

@@ -155,6 +155,7 @@ async def deploy_flow(config: DeployConfig, repo: Path) -> UUID:
         description=config.description,
         tags=config.tags,
         print_next_steps=False,
+        ignore_warnings=True,  # "process pools are for local development": ours is deliberate
     )
 
 

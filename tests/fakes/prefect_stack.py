@@ -110,7 +110,11 @@ class PrefectStack:
 
     def start_server(self, timeout: float = 180.0) -> None:
         self.port = self.port or free_port()
-        extra = {"PREFECT_UI_ENABLED": "true" if self.ui else "false"}
+        # The UI's browser code calls this URL; its default assumes port 4200.
+        extra = {
+            "PREFECT_UI_ENABLED": "true" if self.ui else "false",
+            "PREFECT_UI_API_URL": self.api_url,
+        }
         if self.database_url:
             extra["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.database_url
         env = self.env(**extra)
