@@ -14,6 +14,7 @@ WORKER_NAME ?= $(shell hostname)-$(shell echo $$$$)
 WORKER_LIMIT ?= 4
 DEPLOY_CONFIG ?= configs/deployment.yaml
 SCHEDULE ?=
+SAVE_SECRETS ?=
 PREFECT_API_URL ?= http://127.0.0.1:$(PORT)/api
 # What the browser calls: this machine's name when the server listens on every interface.
 PREFECT_UI_API_URL ?= http://$(if $(filter 0.0.0.0,$(HOST)),$(shell hostname -f),$(HOST)):$(PORT)/api
@@ -58,10 +59,11 @@ worker: install
 		--pool $(POOL) --type process --name $(WORKER_NAME) --limit $(WORKER_LIMIT)
 
 # The work pool, the global concurrency limits and the deployment, from $(DEPLOY_CONFIG).
-# SCHEDULE=on|off overrides the config's schedule.active.
+# SCHEDULE=on|off overrides the config's schedule.active; SAVE_SECRETS=1 stores FAL_KEY and
+# AWS_* from this shell in the Secret blocks the config names (workers without them read those).
 deploy: install
 	PREFECT_API_URL=$(PREFECT_API_URL) $(PY) -m flows.deploy --config $(DEPLOY_CONFIG) \
-		--work-pool $(POOL) $(if $(SCHEDULE),--schedule $(SCHEDULE))
+		--work-pool $(POOL) $(if $(SCHEDULE),--schedule $(SCHEDULE)) $(if $(SAVE_SECRETS),--save-secrets)
 
 # Headless Chromium from Debian packages, for `make screenshots`.
 chromium:

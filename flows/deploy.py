@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.params import RunParams
-from flows.secrets import BLOCKS_ENV, format_block_map, parse_block_map
+from flows.secrets import BLOCKS_ENV, format_block_map, parse_block_map, save_secret_blocks
 from tasks.pacing import ensure_shared_limit
 
 DEFAULT_CONFIG = Path("configs/deployment.yaml")
@@ -171,11 +171,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--schedule", choices=["on", "off"], help="Override schedule.active.")
     parser.add_argument("--work-pool", help="Override work_pool.")
+    parser.add_argument(
+        "--save-secrets", action="store_true",
+        help="Store FAL_KEY/AWS_* from this shell in the Secret blocks the config names.",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     config = load_config(args.config, work_pool=args.work_pool)
     if args.schedule and config.schedule:
         config.schedule.active = args.schedule == "on"
     deployment_id = asyncio.run(deploy_all(config, Path.cwd()))
+    if args.save_secrets:
+        saved = asyncio.run(save_secret_blocks(config.secret_blocks))
+        print(f"Secret blocks saved: {', '.join(saved) or 'none (no variable set)'}")
     state = "off"
     if config.schedule:
         state = f"{config.schedule.cron} ({'on' if config.schedule.active else 'off'})"

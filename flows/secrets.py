@@ -9,7 +9,7 @@ s3fs read them, so they never pass through flow parameters, the UI, logs or resu
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 BLOCKS_ENV = "MATTEFLOW_SECRET_BLOCKS"
 SECRET_VARS = frozenset(
@@ -60,3 +60,18 @@ async def load_secret_env(
         env[var] = str(secret.get())
         filled.append(var)
     return filled, missing
+
+
+async def save_secret_blocks(
+    blocks: dict[str, str], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Store each named variable of ``environ`` that is set in its Secret block; return blocks."""
+    from prefect.blocks.system import Secret
+
+    env = os.environ if environ is None else environ
+    saved = []
+    for var, block in sorted(blocks.items()):
+        if value := env.get(var):
+            await Secret(value=value).asave(block, overwrite=True)
+            saved.append(block)
+    return saved
