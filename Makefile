@@ -38,8 +38,10 @@ check: install
 	$(VENV)/bin/ruff format --diff .
 	$(VENV)/bin/mypy
 
+# Benchmarks print ratios against a baseline measured in the same run (the machine is shared).
+# BENCH_ARGS=--quick gives a smoke test of a minute or two.
 bench: install
-	@echo "make bench: not yet (the pacing and engine benchmarks come with their issues)"
+	$(PY) bench/pacing_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf output samples .pytest_cache .mypy_cache .ruff_cache

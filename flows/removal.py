@@ -32,7 +32,7 @@ from tasks.errors import AuthError
 from tasks.execute import run_local_job
 from tasks.fal import FalSettings, build_client
 from tasks.fal_cancel import cancel_fal_job
-from tasks.fal_job import FalRunner, SubmitGuard, run_fal_job
+from tasks.fal_job import FalRunner, run_fal_job
 from tasks.fanout import Admission, ended_row, run_pool
 from tasks.jobs import Job, JobState, Ledger, Status, now_iso
 from tasks.manifest import Manifest, read_manifest
@@ -73,7 +73,7 @@ def read_manifest_task(url: str, option_fields: set[str], s3_endpoint_url: str |
 
 
 def build_fal_runner(
-    params: RunParams, info: EndpointInfo, submit_guard: SubmitGuard | None = None
+    params: RunParams, info: EndpointInfo, admission: Admission | None = None
 ) -> FalRunner:
     """The run's one fal client (settings from the environment, run flags on top)."""
     overrides: dict[str, Any] = {}
@@ -90,7 +90,8 @@ def build_fal_runner(
         resubmit_unknown=params.resubmit_unknown,
         retry_failed=params.retry_failed,
         input_storage_options=s3,
-        submit_guard=submit_guard,
+        submit_guard=admission.submit_guard if admission else None,
+        endpoint_slot=admission.slot if admission else None,
     )
 
 
@@ -117,6 +118,7 @@ class FlowJobs:
         self.storage = storage
         self.task_runs = task_runs
         self.fal = fal
+        self.holds_slot = fal is not None  # a fal job holds its slot only while at fal
         self.ledger = Ledger(storage)
 
     async def run(self, job: Job) -> dict[str, Any]:
@@ -232,11 +234,7 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     budget = BudgetGuard(params.budget_usd)
     pacer = Pacer(pacing)
     admission = Admission(pacer, budget)
-    fal = (
-        build_fal_runner(params, info, admission.submit_guard)
-        if info.is_fal and plan.jobs
-        else None
-    )
+    fal = build_fal_runner(params, info, admission) if info.is_fal and plan.jobs else None
     handler = FlowJobs(storage, task_runs=task_runs, fal=fal)
     progress = RunProgress(total=len(plan.jobs))
     cancel = asyncio.Event()

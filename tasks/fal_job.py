@@ -15,7 +15,7 @@ import base64
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +43,9 @@ from tasks.verify import Expectation, probe, verify_output
 
 # A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
 SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
+# An endpoint slot is held from just before the submit until fal reports the job COMPLETED
+# (issue 5): the cap counts jobs at fal, while probing, downloading and verifying overlap.
+EndpointSlot = Callable[[Job], AbstractAsyncContextManager[Any]]
 # fal itself said the job failed: a re-run submits it again only with retry_failed.
 FAL_FAILED = frozenset({"fal_job_error", "fal_validation_error", "fal_bad_result"})
 
@@ -60,6 +63,7 @@ class FalRunner:
         retry_failed: bool = False,
         input_storage_options: dict[str, Any] | None = None,
         submit_guard: SubmitGuard | None = None,
+        endpoint_slot: EndpointSlot | None = None,
     ) -> None:
         if info.fal_app is None or info.build_arguments is None:
             raise ValueError(f"{info.name} is not a fal endpoint")
@@ -71,6 +75,12 @@ class FalRunner:
         self.retry_failed = retry_failed
         self.input_storage_options = input_storage_options
         self.submit_guard = submit_guard
+        self.endpoint_slot = endpoint_slot
+
+    async def hold_slot(self, job: Job, held: AsyncExitStack) -> None:
+        """Take this job's endpoint slot until ``held`` closes (after fal's COMPLETED)."""
+        if self.endpoint_slot is not None:
+            await held.enter_async_context(self.endpoint_slot(job))
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -138,13 +148,20 @@ async def save(ledger: Ledger, entry: LedgerEntry, event: str) -> None:
 
 
 async def submit_job(
-    job: Job, entry: LedgerEntry, ledger: Ledger, runner: FalRunner, trace: CallTrace
+    job: Job,
+    entry: LedgerEntry,
+    ledger: Ledger,
+    runner: FalRunner,
+    trace: CallTrace,
+    held: AsyncExitStack | None = None,
 ) -> Submission:
     """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
     location = await probe_location(job, runner)
     probed = await asyncio.to_thread(probe_input, location)
     entry.metrics["input"] = probed.as_dict()
     entry.estimated_cost_usd = estimate_usd(runner.price, probed)
+    if held is not None:
+        await runner.hold_slot(job, held)
     guard = runner.submit_guard(job, entry.estimated_cost_usd) if runner.submit_guard else None
     async with guard or nullcontext():
         url = await fal_input_url(job, location, runner, trace)
@@ -288,28 +305,30 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str
     trace = CallTrace()
     status = Status.failed
     try:
-        if resumable(entry, runner):
-            sub = submission_of(entry)
-            await save(ledger, entry, "resumed")
-        elif entry.state is JobState.submitting and not runner.resubmit_unknown:
-            raise SubmitOutcomeUnknown(
-                "an earlier submit of this job may or may not have reached fal.ai; check the "
-                "fal dashboard (requests of this app), then re-run with --resubmit-unknown"
-            )
-        else:
-            sub = await submit_job(job, entry, ledger, runner, trace)
+        async with AsyncExitStack() as held:
+            if resumable(entry, runner):
+                await runner.hold_slot(job, held)
+                sub = submission_of(entry)
+                await save(ledger, entry, "resumed")
+            elif entry.state is JobState.submitting and not runner.resubmit_unknown:
+                raise SubmitOutcomeUnknown(
+                    "an earlier submit of this job may or may not have reached fal.ai; check the "
+                    "fal dashboard (requests of this app), then re-run with --resubmit-unknown"
+                )
+            else:
+                sub = await submit_job(job, entry, ledger, runner, trace, held)
 
-        async def on_status(st: QueueStatus) -> None:
-            if st.status == "IN_PROGRESS" and entry.state is not JobState.running:
-                entry.state = JobState.running
-                await save(ledger, entry, "running")
+            async def on_status(st: QueueStatus) -> None:
+                if st.status == "IN_PROGRESS" and entry.state is not JobState.running:
+                    entry.state = JobState.running
+                    await save(ledger, entry, "running")
 
-        try:
-            final = await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
-        except EndpointError as exc:
-            if exc.code == "fal_timeout":
-                entry.metrics["fal"]["cancel"] = await cancel_quietly(runner.client, sub)
-            raise
+            try:
+                final = await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
+            except EndpointError as exc:
+                if exc.code == "fal_timeout":
+                    entry.metrics["fal"]["cancel"] = await cancel_quietly(runner.client, sub)
+                raise
         entry.metrics["fal"]["metrics"] = final.metrics
         if final.error:
             raise EndpointError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,11 +23,20 @@ from tasks.pacing import Pacer
 from tasks.report import result_row
 
 Row = dict[str, Any]
-CANCEL_GRACE_S = 30.0  # time jobs in flight get to cancel at the endpoint and record the ledger
+# Time jobs in flight get to cancel at the endpoint and record the ledger; below the 30 s a
+# Prefect worker waits after its SIGTERM before it kills a cancelled flow run's process.
+CANCEL_GRACE_S = 20.0
 
 
 class JobHandler(Protocol):
-    """What the pool needs from the flow: run one job, and a row for one that was stopped."""
+    """What the pool needs from the flow: run one job, and a row for one that was stopped.
+
+    ``holds_slot`` False: the pool holds the in-flight slot for the whole job (local engine).
+    True: the runner holds it only while the job is at the endpoint (``Admission.slot``), and
+    the pool runs extra workers so probing, downloading and verifying overlap with it.
+    """
+
+    holds_slot: bool
 
     async def run(self, job: Job) -> Row:
         """Run ``job`` to its end and return its results row (cancellation may interrupt it)."""
@@ -77,6 +86,10 @@ class Admission:
             if task in self.cancel_after_submit:
                 self.cancel_after_submit.discard(task)
                 task.cancel()
+
+    def slot(self, job: Job) -> AbstractAsyncContextManager[None]:
+        """The endpoint slot a runner holds from its submit until the endpoint is done."""
+        return self.pacer.job()
 
     def cancel(self, task: asyncio.Task[Any]) -> None:
         """Cancel a worker now, or as soon as its submit has been recorded."""
@@ -133,9 +146,11 @@ async def run_pool(
 
     state = _State(jobs=iter(jobs), emit=emit, admission=admission, fatal=fatal)
     failure: BaseException | None = None
+    cap = admission.pacer.config.max_in_flight
+    count = cap + prefetch_workers(cap) if handler.holds_slot else cap
     workers = [
         asyncio.create_task(_worker(i, state, handler), name=f"matteflow-worker-{i}")
-        for i in range(admission.pacer.config.max_in_flight)
+        for i in range(count)
     ]
     stop_waiter = asyncio.create_task(cancel.wait(), name="matteflow-cancel-watch")
     try:
@@ -192,6 +207,11 @@ async def _stop(state: _State, workers: list[asyncio.Task[None]], grace_s: float
         state.in_flight.pop(index, None)
 
 
+def prefetch_workers(cap: int) -> int:
+    """Workers beyond the cap: they probe the next inputs and bring finished outputs home."""
+    return max(2, cap // 2)
+
+
 async def _worker(index: int, state: _State, handler: JobHandler) -> None:
     pacer = state.admission.pacer
     while not state.stopping:
@@ -200,7 +220,7 @@ async def _worker(index: int, state: _State, handler: JobHandler) -> None:
             return
         state.in_flight[index] = job
         try:
-            async with pacer.job():
+            async with nullcontext() if handler.holds_slot else pacer.job():
                 try:
                     row = await handler.run(job)
                 except state.fatal:

@@ -27,6 +27,8 @@ class SleepHandler:
     """Jobs that take ``seconds`` and cost ``cost``; a paid one passes the submit guard first,
     as tasks/fal_job.py does. Records concurrency and cancellations."""
 
+    holds_slot = False
+
     def __init__(self, seconds: float = 0.01, cost: float = 0.0, estimate: float | None = None):
         self.seconds, self.cost, self.estimate_usd = seconds, cost, estimate
         self.running = self.peak = self.started = 0
