@@ -11,6 +11,7 @@ and merges everything into one report and one cost total.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import socket
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import pandas as pd
 from prefect import get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
@@ -184,10 +186,6 @@ def failed_rows(shard: Shard, reason: str) -> list[dict[str, Any]]:
 
 def read_shard_rows(storage: Storage, shard: Shard) -> list[dict[str, Any]] | None:
     """The child's results, or None when they are missing or belong to other jobs (stale)."""
-    import io
-
-    import pandas as pd
-
     data = storage.read_bytes(f"runs/{shard.run_name}/results.parquet")
     if data is None:
         return None
@@ -217,17 +215,30 @@ def poll_interval(shards: int) -> float:
 async def run_on_workers(
     deployment_id: UUID, params: RunParams, shards: list[Shard], storage: Storage
 ) -> list[ShardOutcome]:
-    """One child flow run of the deployment per shard; wait for all of them."""
+    """One child flow run of the deployment per shard; wait for all of them.
+
+    The idempotency key ties each child to this attempt of the parent and its shard: a create
+    call the client repeats after a lost answer gets the same child, not a second one, while a
+    retry of the parent (a new attempt) starts fresh children, whose finished jobs the ledger
+    then reuses.
+    """
+    from prefect.runtime import flow_run as this_run
+
     poll = poll_interval(len(shards))
+    attempt = f"{this_run.id}:{this_run.run_count}" if this_run.id else None
 
     async def one(shard: Shard) -> ShardOutcome:
         child = child_params(params, shard)
-        flow_run: FlowRun = await arun_deployment(
-            deployment_id,
-            parameters={"params": child.model_dump(mode="json")},
-            flow_run_name=shard.run_name.replace("/shards/", "-shard-"),
-            timeout=None, poll_interval=poll, as_subflow=True,
-        )  # fmt: skip
+        try:
+            flow_run: FlowRun = await arun_deployment(
+                deployment_id,
+                parameters={"params": child.model_dump(mode="json")},
+                flow_run_name=shard.run_name.replace("/shards/", "-shard-"),
+                idempotency_key=f"{attempt}:{shard.run_name}" if attempt else None,
+                timeout=None, poll_interval=poll, as_subflow=True,
+            )  # fmt: skip
+        except Exception as exc:  # the API refused this shard: report it, keep the others
+            return collect(storage, shard, "NotStarted", message=f"{type(exc).__name__}: {exc}")
         state = flow_run.state
         infra = flow_run.infrastructure_pid or ""
         worker = flow_run.labels.get(WORKER_LABEL)
