@@ -163,9 +163,8 @@ def child_matteflow(args: argparse.Namespace) -> None:
 
     params = RunParams(
         manifest=args.manifest, endpoint="pixelcut", output=args.output, run_name="bench",
-        max_in_flight=args.k, task_run_per_job={"auto": None, "on": True, "off": False}[
-            args.task_run_mode
-        ],
+        max_in_flight=args.k, shared_limit=args.shared_limit or None,
+        task_run_per_job={"auto": None, "on": True, "off": False}[args.task_run_mode],
     )  # fmt: skip
     t0 = time.perf_counter()
     summary = asyncio.run(remove_backgrounds(params))
@@ -256,6 +255,7 @@ class Case:
     k: int
     latency_s: float
     task_runs: str = "auto"
+    shared: bool = False  # hold a Prefect global concurrency limit slot per job
     result: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -309,7 +309,8 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None) -> None:
                 writer.writerow(["id", "video_url"])
                 writer.writerows([i, u] for i, u in enumerate(urls))
             argv = ["--child", "matteflow", "--manifest", str(manifest), "--output", str(out),
-                    "--k", str(case.k), "--task-run-mode", case.task_runs]  # fmt: skip
+                    "--k", str(case.k), "--task-run-mode", case.task_runs,
+                    "--shared-limit", f"bench-{os.getpid()}" if case.shared else ""]  # fmt: skip
         result = run_child(argv, env, log, timeout)
         stats = fake.stats()
         result["peak_in_progress"] = stats["peak_in_progress"]
@@ -317,7 +318,7 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None) -> None:
         result["accepted"] = stats["accepted_total"]
         result["status_calls"] = sum(v for k, v in stats["calls"].items() if k.startswith("status"))
         case.result = result
-        keep = work / f"{case.client}-{case.server}-{case.n}-{case.task_runs}.log"
+        keep = work / f"{case.client}-{case.server}-{case.n}-{case.task_runs}-{case.shared}.log"
         shutil.copyfile(log, keep)
     finally:
         fake.stop()
@@ -325,27 +326,33 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None) -> None:
 
 
 def table(cases: list[Case]) -> list[dict[str, Any]]:
-    bare = {(c.n, c.k, c.latency_s): c for c in cases if c.client == "bare" and c.result}
+    """One row per case; the baseline of a size is the mean of its bare runs (before and after)."""
+    bares: dict[tuple[int, int, float], list[float]] = {}
+    for c in cases:
+        if c.client == "bare" and c.result:
+            bares.setdefault((c.n, c.k, c.latency_s), []).append(float(c.result["makespan_s"]))
     rows = []
     for c in cases:
         if not c.result:
             continue
         r = c.result
-        base = bare.get((c.n, c.k, c.latency_s))
+        runs = bares.get((c.n, c.k, c.latency_s))
+        base = sum(runs) / len(runs) if runs else None
         mk = float(r["makespan_s"])
-        over_base = (mk - base.result["makespan_s"]) * c.k / c.n if base else None
+        over_base = (mk - base) * c.k / c.n if base else None
         rows.append(
             {
                 "client": c.client,
                 "prefect": c.server,
                 "task_runs": c.task_runs if c.client == "matteflow" else "-",
+                "shared_limit": ("yes" if c.shared else "no") if c.client == "matteflow" else "-",
                 "N": c.n,
                 "K": c.k,
                 "L_s": c.latency_s,
                 "ideal_s": round(c.ideal_s, 1),
                 "makespan_s": round(mk, 1),
                 "x_ideal": round(mk / c.ideal_s, 3),
-                "x_bare": round(mk / base.result["makespan_s"], 3) if base else None,
+                "x_bare": round(mk / base, 3) if base else None,
                 "overhead_s_per_job": round(over_base, 3) if over_base is not None else None,
                 "total_s": round(float(r.get("total_s", mk)), 1),
                 "peak_in_progress": r["peak_in_progress"],
@@ -395,6 +402,7 @@ def main() -> int:
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--task-run-mode", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--shared-limit", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         (child_bare if args.child == "bare" else child_matteflow)(args)
@@ -406,12 +414,17 @@ def main() -> int:
     else:
         sizes, k, latency = args.n or [200, 2000], args.k, args.latency
     cases: list[Case] = []
-    for n in sizes:
+    big = max(sizes)
+    for n in sizes:  # bare before and after matteflow: the machine's load drifts
         cases += [Case("bare", "-", n, k, latency), Case("matteflow", "sqlite", n, k, latency)]
-    if args.task_runs:
-        cases.append(Case("matteflow", "sqlite", max(sizes), k, latency, task_runs="on"))
-    if not args.quick and not args.no_postgres:
-        cases.append(Case("matteflow", "postgres", max(sizes), k, latency))
+        if n == big:
+            cases.append(Case("matteflow", "sqlite", n, k, latency, shared=True))
+            if not args.quick and not args.no_postgres:
+                cases.append(Case("matteflow", "postgres", n, k, latency))
+                cases.append(Case("matteflow", "postgres", n, k, latency, shared=True))
+            if args.task_runs:
+                cases.append(Case("matteflow", "sqlite", n, k, latency, task_runs="on"))
+        cases.append(Case("bare", "-", n, k, latency))
 
     started = datetime.now(UTC)
     from tasks.samples import make_person_clip
@@ -421,7 +434,7 @@ def main() -> int:
         clip = make_person_clip(work / "clip.mp4", width=64, height=48, seconds=0.4, fps=20)
         for case in cases:
             print(f"-- {case.client} {case.server} N={case.n} K={case.k} L={case.latency_s}"
-                  f" task_runs={case.task_runs}", flush=True)  # fmt: skip
+                  f" task_runs={case.task_runs} shared={case.shared}", flush=True)  # fmt: skip
             try:
                 if case.server == "postgres":
                     with postgres_prefect(work / "prefect-server.log") as api:
@@ -448,7 +461,8 @@ def main() -> int:
             f"matteflow pacing benchmark, {started.isoformat(timespec='seconds')}\n"
             f"machine: {machine()}\n"
             f"poll schedule (both clients): {POLL_INITIAL_S} s x{POLL_FACTOR} up to {POLL_MAX_S} s\n"
-            "makespan: first job start to last row; overhead_s_per_job = (makespan - bare) * K / N\n"
+            "makespan: first job start to last row; bare = mean of the bare runs of that N;\n"
+            "overhead_s_per_job = (makespan - bare) * K / N (slot-seconds each job costs more)\n"
             "shared, noisy machine: compare ratios, not seconds\n"
         )
         print("\n" + header + "\n" + text)

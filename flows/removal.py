@@ -14,6 +14,7 @@ from prefect.artifacts import (
     acreate_table_artifact,
 )
 from prefect.cache_policies import NONE
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled
 
 from flows.params import (
@@ -228,6 +229,13 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     pacing = pacing_for(params)
     if pacing.shared_limit:
         await ensure_shared_limit(pacing.shared_limit, pacing.max_in_flight)
+        if get_current_settings().api.url is None:
+            logger.warning(
+                "shared limit %r on Prefect's temporary server: its lease reaper does not run, so"
+                " slots held by a killed run stay taken; free them with `prefect gcl update %s"
+                " --active-slots 0` when no run is active",
+                pacing.shared_limit, pacing.shared_limit,
+            )  # fmt: skip
     task_runs = params.task_run_per_job
     if task_runs is None:
         task_runs = len(plan.jobs) <= TASK_RUN_PER_JOB_UP_TO
@@ -249,6 +257,7 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
             )  # fmt: skip
     finally:
         progress.stop()
+        await pacer.aclose()
         if fal is not None:
             await fal.aclose()
     jobs_s = time.perf_counter() - t_jobs
@@ -263,9 +272,12 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         extra={
             "cancelled": pool.cancelled,
             "budget": budget_summary(budget),
-            "pacing": {"max_in_flight": pacing.max_in_flight, "peak_in_flight": pacer.peak_in_flight,
-                       "submit_rate_per_s": pacing.submit_rate_per_s,
-                       "shared_limit": pacing.shared_limit, "task_run_per_job": task_runs},
+            "pacing": {
+                "max_in_flight": pacing.max_in_flight, "peak_in_flight": pacer.peak_in_flight,
+                "submit_rate_per_s": pacing.submit_rate_per_s, "task_run_per_job": task_runs,
+                "shared_limit": pacing.shared_limit,
+                "shared_slots_acquired": pacer.shared.acquired if pacer.shared else 0,
+            },
         },
     )  # fmt: skip
     summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
