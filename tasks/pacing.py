@@ -8,6 +8,7 @@ length of a whole job (never per HTTP call), so the server sees two calls per jo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
@@ -108,6 +109,11 @@ class SharedSlots:
         self._idle: list[_Lane] = []
         self._lanes: set[_Lane] = set()
         self.acquired = 0  # slots taken from the server (for tests and the summary)
+        # Lanes outlive the job (a Prefect task run) that opens them. A lease taken inside a task
+        # run is recorded in that run's ConcurrencyContext and released when the run ends, while
+        # the parked lane would go on using it: open lanes in the context this object was made in
+        # (the flow run's), whose leases live as long as the flow.
+        self._context = contextvars.copy_context()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -122,7 +128,9 @@ class SharedSlots:
 
     async def _open(self) -> _Lane:
         lane = _Lane()
-        lane.task = asyncio.create_task(self._hold(lane), name="matteflow-shared-slot")
+        lane.task = asyncio.create_task(
+            self._hold(lane), name="matteflow-shared-slot", context=self._context.copy()
+        )
         self._lanes.add(lane)
         try:
             await asyncio.shield(lane.ready)
