@@ -68,6 +68,36 @@ def test_parameter_form_schema_is_typed() -> None:
     assert not {"fal_key", "aws_secret_access_key"} & set(params)
 
 
+@pytest.mark.usefixtures("prefect_server")
+async def test_deploy_creates_pool_limit_and_deployment_with_schedule_off() -> None:
+    """``make deploy``'s steps on the session's server (runs where PostgreSQL is missing too)."""
+    from prefect import get_client
+
+    from flows.deploy import deploy_all
+
+    config = DeployConfig(
+        name="t-catalog", work_pool="t-pool", concurrency_limits={"t-fal-account": 3},
+        secret_blocks={"FAL_KEY": "t-fal"},
+        schedule={"cron": "0 2 * * *", "parameters": {"manifest": "s3://b/m.csv"}},
+    )  # fmt: skip
+    deployment_id = await deploy_all(config, REPO)
+    async with get_client() as client:
+        deployment = await client.read_deployment(deployment_id)
+        pool = await client.read_work_pool("t-pool")
+        limit = await client.read_global_concurrency_limit_by_name("t-fal-account")
+    assert pool.type == "process" and limit.limit == 3
+    assert deployment.name == "t-catalog" and deployment.work_pool_name == "t-pool"
+    assert deployment.entrypoint == "flows/removal.py:remove_backgrounds"
+    [schedule] = deployment.schedules
+    assert schedule.active is False
+    assert schedule.parameters == {"params": {"manifest": "s3://b/m.csv"}}
+    env = deployment.job_variables["env"]
+    assert env == {BLOCKS_ENV: "FAL_KEY=t-fal", "PYTHONPATH": str(REPO)}
+    assert "RunParams" in json.dumps(deployment.parameter_openapi_schema)
+    # Deploying again updates the same deployment (make deploy is idempotent).
+    assert await deploy_all(config, REPO) == deployment_id
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
     if not postgres_available():
