@@ -109,7 +109,21 @@ async def run_job(job: Job, storage: Storage, fal: FalRunner | None = None) -> d
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
 async def process_job(job: Job, storage: Storage, fal: FalRunner | None = None) -> dict[str, Any]:
     """One job as its own task run: visible in the UI, for runs small enough to afford it."""
-    return await run_job(job, storage, fal)
+    return await run_or_cancel(job, storage, fal)
+
+
+async def run_or_cancel(job: Job, storage: Storage, fal: FalRunner | None) -> dict[str, Any]:
+    """Run ``job``; if the run is cancelled meanwhile, cancel it at fal and record that.
+
+    Handled here, inside the job's task run, so a cancelled run's task runs end Completed with a
+    ``cancelled`` row rather than Crashed.
+    """
+    try:
+        return await run_job(job, storage, fal)
+    except asyncio.CancelledError:
+        if fal is None:
+            raise  # a local job runs in a thread: it finishes, and the ledger records it
+        return await cancel_fal_job(job, Ledger(storage), fal)
 
 
 class FlowJobs:
@@ -123,15 +137,10 @@ class FlowJobs:
         self.ledger = Ledger(storage)
 
     async def run(self, job: Job) -> dict[str, Any]:
-        try:
-            if self.task_runs:
-                named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
-                return await named(job, self.storage, self.fal)
-            return await run_job(job, self.storage, self.fal)
-        except asyncio.CancelledError:
-            if self.fal is None:
-                raise
-            return await cancel_fal_job(job, self.ledger, self.fal)
+        if self.task_runs:
+            named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
+            return await named(job, self.storage, self.fal)
+        return await run_or_cancel(job, self.storage, self.fal)
 
     def interrupted_row(self, job: Job, exc: BaseException | None) -> dict[str, Any]:
         if exc is not None:

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
-SHARED_LEASE_S = (
-    300.0  # Prefect renews at 75%; a dead worker's slot returns after this (real server)
-)
+# Lease of a shared slot: Prefect renews it every 45 s while held; on a real server a killed
+# worker's slot comes back within this plus the repossessor's loop (measured: 68 s with the
+# 15 s default loop). 60 s is the shortest lease the server accepts.
+SHARED_LEASE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class SharedSlots:
         self.max_hold_s = max_hold_s
         self._idle: list[_Lane] = []
         self._lanes: set[_Lane] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         self.acquired = 0  # slots taken from the server (for tests and the summary)
         # Lanes outlive the job (a Prefect task run) that opens them. A lease taken inside a task
         # run is recorded in that run's ConcurrencyContext and released when the run ends, while
@@ -127,6 +129,8 @@ class SharedSlots:
             self._park(lane)
 
     async def _open(self) -> _Lane:
+        if self._closing:  # our own slot on its way back: asking now would only be denied
+            await asyncio.wait(self._closing, return_when=asyncio.FIRST_COMPLETED, timeout=5)
         lane = _Lane()
         lane.task = asyncio.create_task(
             self._hold(lane), name="matteflow-shared-slot", context=self._context.copy()
@@ -157,7 +161,7 @@ class SharedSlots:
     def _park(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()
         if lane.release.is_set() or loop.time() - lane.opened > self.max_hold_s:
-            lane.close()
+            self._close(lane)
             return
         self._idle.append(lane)
         lane.idle_timer = loop.call_later(self.idle_s, self._expire, lane)
@@ -165,7 +169,13 @@ class SharedSlots:
     def _expire(self, lane: _Lane) -> None:
         if lane in self._idle:
             self._idle.remove(lane)
-            lane.close()
+            self._close(lane)
+
+    def _close(self, lane: _Lane) -> None:
+        lane.close()
+        if lane.task is not None and not lane.task.done():
+            self._closing.add(lane.task)
+            lane.task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         lanes = list(self._lanes)
