@@ -7,8 +7,8 @@ from typing import Any
 
 from tasks.cost import Price, cost_usd
 from tasks.errors import MatteflowError
+from tasks.inputs import read_input_metadata, readable_location
 from tasks.jobs import Job
-from tasks.probe import probe_input, readable_location
 from tasks.storage import redact_url
 
 PRESIGN_FOR_PROBE_S = 600
@@ -22,7 +22,7 @@ def estimate_job(job: Job, price: Price, storage_options: dict[str, Any] | None)
     }  # fmt: skip
     try:
         location = readable_location(job.video_url, PRESIGN_FOR_PROBE_S, storage_options)
-        probed = probe_input(location)
+        probed = read_input_metadata(location)
     except MatteflowError as exc:
         row["error"] = f"{exc.code}: {exc.message}"
         return row

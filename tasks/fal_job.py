@@ -34,10 +34,10 @@ from tasks.errors import (
     SubmitOutcomeUnknown,
 )
 from tasks.execute import reusable, row_from_entry
-from tasks.fal import CallTrace, FalClient, QueueStatus, Submission
+from tasks.fal import CallTrace, FalClient, QueueStatus, Submission, retry_delay
 from tasks.formats import spec_for
+from tasks.inputs import InputMetadata, local_path, read_input_metadata, readable_location
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
-from tasks.probe import InputProbe, local_path, probe_input, readable_location
 from tasks.storage import Storage, redact_url, sha256_file
 from tasks.verify import Expectation, probe, verify_output
 
@@ -46,8 +46,10 @@ SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
 # An endpoint slot is held from just before the submit until fal reports the job COMPLETED
 # (issue 5): the cap counts jobs at fal, while probing, downloading and verifying overlap.
 EndpointSlot = Callable[[Job], AbstractAsyncContextManager[Any]]
-# fal itself said the job failed: a re-run submits it again only with retry_failed.
-FAL_FAILED = frozenset({"fal_job_error", "fal_validation_error", "fal_bad_result"})
+# fal itself failed the job (or forgot it): a re-run submits it again only with retry_failed.
+FAL_FAILED = frozenset(
+    {"fal_job_error", "fal_validation_error", "fal_bad_result", "fal_request_not_found"}
+)
 
 
 class FalRunner:
@@ -97,22 +99,41 @@ async def probe_location(job: Job, runner: FalRunner) -> str:
     )
 
 
+async def probe_with_retries(location: str, runner: FalRunner, attempts: int = 3) -> InputMetadata:
+    """A remote input's host may refuse a moment (429/5xx/reset): try again before failing."""
+    remote = local_path(location) is None
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.to_thread(read_input_metadata, location)
+        except InputError:
+            if not remote or attempt == attempts:
+                raise
+            await runner.client.sleep(retry_delay(attempt, runner.client.retry, runner.client.rng))
+    raise AssertionError("unreachable")
+
+
+def check_reachable(job: Job, runner: FalRunner) -> None:
+    """Refuse a local input before anything is reserved or sent when uploads are off."""
+    path = local_path(job.video_url)
+    if path is not None and not runner.client.settings.uploads:
+        raise InputError(
+            f"{path} is a local file, which fal.ai cannot read, and uploads to fal's storage "
+            "are off: put it on http(s) or s3://, or allow uploads (--fal-uploads, or "
+            "MATTEFLOW_FAL_UPLOADS=true)",
+            code="upload_disabled",
+        )
+
+
 async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallTrace) -> str:
-    """A URL fal can fetch: http(s) as is, s3 presigned, local files uploaded (if allowed)."""
+    """A URL fal can fetch: http(s) as is, s3 presigned, local files uploaded."""
     path = local_path(job.video_url)
     if path is None:
         return location
-    if not runner.client.settings.uploads:
-        raise InputError(
-            f"{path} is a local file, which fal.ai cannot read, and uploads are off: "
-            "put it on http(s) or s3://, or allow uploads (drop --no-fal-uploads / "
-            "MATTEFLOW_FAL_UPLOADS=false)",
-            code="upload_disabled",
-        )
+    check_reachable(job, runner)
     return await runner.client.upload(path, trace=trace)
 
 
-def estimate_usd(price: Price, probed: InputProbe) -> float:
+def estimate_usd(price: Price, probed: InputMetadata) -> float:
     return cost_usd(price, frames=probed.frames, compute_s=price.compute_seconds(probed.frames))
 
 
@@ -156,8 +177,9 @@ async def submit_job(
     held: AsyncExitStack | None = None,
 ) -> Submission:
     """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
+    check_reachable(job, runner)
     location = await probe_location(job, runner)
-    probed = await asyncio.to_thread(probe_input, location)
+    probed = await probe_with_retries(location, runner)
     entry.metrics["input"] = probed.as_dict()
     entry.estimated_cost_usd = estimate_usd(runner.price, probed)
     if held is not None:

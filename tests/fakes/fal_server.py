@@ -75,7 +75,9 @@ class Faults:
 
     kinds: "429" (Retry-After: ``retry_after``), "503" (nginx ingress page, no
     x-fal-request-id), "drop" (connection closed without a response; on submit the job is NOT
-    created). calls: which calls may fail: submit, status, result, cancel, upload, file.
+    created). calls: which calls may fail: submit, status, result, cancel, upload, file (GET of
+    an output on the CDN), input (GET of a served or uploaded input: by the client's probe and by
+    the fake's own workers).
     """
 
     rate: float = 0.0
@@ -185,6 +187,7 @@ class FakeFal:
         self.jobs: dict[str, FakeJob] = {}
         self._lock = threading.Lock()
         self._outputs: dict[str, dict[str, Any]] = {}
+        self.output_tokens: set[str] = set()
         self._output_locks: dict[str, threading.Lock] = {}
         self.reset_counters()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fakefal")
@@ -199,7 +202,7 @@ class FakeFal:
         class Handler(_Handler):
             server_fake = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -280,6 +283,7 @@ class FakeFal:
 
     def _publish(self, path: Path, name: str) -> str:
         token = uuid.uuid4().hex[:12]
+        self.output_tokens.add(token)
         dest = self.files_dir / token
         dest.mkdir()
         path.rename(dest / name)
@@ -437,6 +441,17 @@ class FakeFal:
             )
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients dropping connections (timeouts, kills) is expected here, not worth a traceback."""
+
+    # socketserver's backlog of 5 overflows when many clients connect at once; Linux then resets
+    # connections the client already sent a request on, which looks like a dropped submit.
+    request_queue_size = 1024
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_fake: FakeFal
@@ -571,7 +586,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server_fake
         path = urlsplit(self.path).path
         if path.startswith("/files/"):
-            if self._fault("file"):
+            token = path[len("/files/") :].partition("/")[0]
+            if self._fault("file" if token in fake.output_tokens else "input"):
                 return
             target = fake.files_dir / path[len("/files/") :]
             if ".." in path or not target.is_file():

@@ -14,11 +14,16 @@ from typing import Any
 
 import httpx
 
+GRPC_OFFSET = 10000  # weed serves gRPC on each port + 10000: that must stay a valid port
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + GRPC_OFFSET <= 65535:
+            return port
 
 
 def weed_binary() -> str:
@@ -59,7 +64,7 @@ class SeaweedS3:
             weed_binary(), "server", f"-dir={self.workdir}", "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1", "-s3", f"-s3.port={self.s3_port}",
             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-            f"-filer.port={ports['filer']}", "-volume.max=8", "-master.volumeSizeLimitMB=64",
+            f"-filer.port={ports['filer']}", "-volume.max=200", "-master.volumeSizeLimitMB=64",
             "-master.telemetry=false",  # tests talk to loopback only
             "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports would collide
             *(f"-{n.split('.')[0]}.port.grpc={p}" for n, p in ports.items() if n.endswith(".grpc")),
@@ -70,14 +75,26 @@ class SeaweedS3:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited early; see {self.workdir / 'weed.log'}")
-            try:
-                if httpx.get(self.endpoint_url, timeout=1.0).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
+            if self._writable():
+                return
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"SeaweedFS S3 did not answer within {timeout} s")
+
+    def _writable(self) -> bool:
+        """Ready means a write succeeds: S3 answers before any volume can take data."""
+        try:
+            if httpx.get(self.endpoint_url, timeout=1.0).status_code >= 500:
+                return False
+            import s3fs
+
+            fs = s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options())
+            if not fs.exists("ready-probe"):
+                fs.mkdir("ready-probe")
+            fs.pipe_file("ready-probe/probe", b"ok")
+            return bool(fs.cat_file("ready-probe/probe") == b"ok")
+        except Exception:  # any failure just means "not yet"
+            return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

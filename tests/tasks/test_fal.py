@@ -308,3 +308,23 @@ async def test_forbidden_key_raises_auth_error(fake_fal: FakeFal) -> None:
         await client.submit(PIXELCUT, {"video_url": "x"})
     assert fake_fal.accepted[PIXELCUT] == 0
     await client.aclose()
+
+
+async def test_status_timeouts_and_ingress_errors_are_retried() -> None:
+    answers: list[Exception | httpx.Response] = [
+        httpx.ReadTimeout("slow"),
+        httpx.Response(504, text="<html>gateway</html>"),
+        httpx.Response(408),
+        httpx.Response(200, json={"status": "COMPLETED", "metrics": {"inference_time": 1.5}}),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise httpx.ReadTimeout(str(answer), request=request)
+        return answer
+
+    client, slept = mock_client(handler)
+    st = await client.status("http://fal.test/o/a/requests/r1/status")
+    assert st.done and st.metrics == {"inference_time": 1.5} and len(slept) == 3
+    await client.aclose()

@@ -1,7 +1,8 @@
-"""Cheap input probes from container metadata (no decoding), for cost estimates before a submit.
+"""Inputs of remote endpoints: where each can be read, and its container metadata.
 
-PyAV opens local files and http(s) URLs (presigned S3 URLs too) and reads only the headers it
-needs, so probing a remote input costs a few range requests, not a download.
+The metadata (no decoding) prices a job before it is submitted: PyAV opens local files and
+http(s) URLs (presigned S3 URLs too) and reads only the headers it needs, so a remote input costs
+a few range requests, not a download.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tasks.storage import redact_url, s3_options
 
 
 @dataclass(frozen=True)
-class InputProbe:
+class InputMetadata:
     """What the container says about an input; ``exact`` when it stores the frame count."""
 
     frames: int
@@ -35,7 +36,7 @@ class InputProbe:
         return asdict(self)
 
 
-def probe_input(location: str, *, timeout_s: float = 30.0) -> InputProbe:
+def read_input_metadata(location: str, *, timeout_s: float = 30.0) -> InputMetadata:
     """Read an input's container metadata; raises ``InputError`` when it is not a video."""
     shown = redact_url(location)
     try:
@@ -54,7 +55,7 @@ def probe_input(location: str, *, timeout_s: float = 30.0) -> InputProbe:
             exact = bool(stream.frames)
             frames = int(stream.frames) if exact else round(duration * fps)
             size = container.size if isinstance(getattr(container, "size", None), int) else None
-            return InputProbe(
+            return InputMetadata(
                 frames=frames,
                 duration_s=round(duration, 3),
                 width=int(stream.codec_context.width),
