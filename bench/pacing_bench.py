@@ -278,7 +278,7 @@ def run_child(argv: list[str], env: dict[str, str], log: Path, timeout_s: float)
     return result
 
 
-def run_case(case: Case, work: Path, clip: Path, api_url: str | None) -> None:
+def run_case(case: Case, work: Path, clip: Path, api_url: str | None, result_dir: str) -> None:
     fake = make_fake(work / "fake", case.latency_s, case.k)
     try:
         url = fake.serve_file(clip)
@@ -294,6 +294,12 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None) -> None:
         env.pop("PREFECT_API_URL", None)
         if api_url:
             env["PREFECT_API_URL"] = api_url
+        # A fresh PREFECT_HOME: the temporary server then migrates its own new SQLite file
+        # instead of sharing ~/.prefect/prefect.db with every other Prefect process here.
+        home = work / f"prefect-home-{case.server}-{case.n}-{case.shared}"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir()
+        env["PREFECT_HOME"] = str(home)
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         log = work / "child.log"
@@ -320,6 +326,10 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None) -> None:
         case.result = result
         keep = work / f"{case.client}-{case.server}-{case.n}-{case.task_runs}-{case.shared}.log"
         shutil.copyfile(log, keep)
+        if result["log_errors"]:  # keep the evidence next to the results
+            errors = Path(result_dir) / "logs"
+            errors.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, errors / keep.name)
     finally:
         fake.stop()
         shutil.rmtree(work / "fake", ignore_errors=True)
@@ -438,9 +448,9 @@ def main() -> int:
             try:
                 if case.server == "postgres":
                     with postgres_prefect(work / "prefect-server.log") as api:
-                        run_case(case, work, clip, api)
+                        run_case(case, work, clip, api, args.results)
                 else:
-                    run_case(case, work, clip, None)
+                    run_case(case, work, clip, None, args.results)
             except Exception as exc:  # one failed case must not hide the others' numbers
                 print(f"   failed: {exc}", flush=True)
                 logs = sorted(work.glob("*.log"))

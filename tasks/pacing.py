@@ -145,11 +145,15 @@ class SharedSlots:
         return lane
 
     async def _hold(self, lane: _Lane) -> None:
+        from prefect.concurrency.context import ConcurrencyContext
+
         try:
-            async with acquire_shared(self.config):
-                if not lane.ready.done():
-                    lane.ready.set_result(None)
-                await lane.release.wait()
+            # The lane's own cleanup context: a lane opened inside a job's task run would
+            # otherwise record its lease in that task run's context, and Prefect would release
+            # the slot (with a blocking call) when that task run ends, while the lane still
+            # lends it to the next jobs.
+            with ConcurrencyContext():
+                await self._serve(lane)
         except BaseException as exc:
             if not lane.ready.done():
                 lane.ready.set_exception(exc)
@@ -157,6 +161,12 @@ class SharedSlots:
                 raise
         finally:
             self._lanes.discard(lane)
+
+    async def _serve(self, lane: _Lane) -> None:
+        async with acquire_shared(self.config):
+            if not lane.ready.done():
+                lane.ready.set_result(None)
+            await lane.release.wait()
 
     def _park(self, lane: _Lane) -> None:
         loop = asyncio.get_running_loop()

@@ -184,8 +184,13 @@ async def test_cancelling_the_flow_run_in_prefect_cancels_its_fal_jobs(
         assert (table["status"] == "cancelled").sum() >= 7
 
 
+@pytest.mark.parametrize("task_runs", [False, True])
 async def test_shared_limit_caps_two_runs_together(
-    prefect_server: None, fal_account: FakeFal, clips: dict[str, Path], tmp_path: Path
+    prefect_server: None,
+    fal_account: FakeFal,
+    clips: dict[str, Path],
+    tmp_path: Path,
+    task_runs: bool,
 ) -> None:
     """Two runs on one account (as two workers would be): the Prefect limit holds across both."""
     from prefect.client.orchestration import get_client
@@ -199,7 +204,7 @@ async def test_shared_limit_caps_two_runs_together(
     runs = []
     for tag in ("a", "b"):
         manifest = catalog(fal_account, clips["silent"], tmp_path / f"{tag}.csv", 8, tag=tag)
-        shared = dict(max_in_flight=3, shared_limit="test-fal-account", task_run_per_job=False)
+        shared = dict(max_in_flight=3, shared_limit="test-fal-account", task_run_per_job=task_runs)
         runs.append(params(manifest, tmp_path / tag, **shared))
     summaries = await asyncio.gather(*(remove_backgrounds(r) for r in runs))
     assert [s["counts"]["succeeded"] for s in summaries] == [8, 8]
