@@ -8,7 +8,6 @@ length of a whole job (never per HTTP call), so the server sees two calls per jo
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
@@ -111,11 +110,6 @@ class SharedSlots:
         self._lanes: set[_Lane] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self.acquired = 0  # slots taken from the server (for tests and the summary)
-        # Lanes outlive the job (a Prefect task run) that opens them. A lease taken inside a task
-        # run is recorded in that run's ConcurrencyContext and released when the run ends, while
-        # the parked lane would go on using it: open lanes in the context this object was made in
-        # (the flow run's), whose leases live as long as the flow.
-        self._context = contextvars.copy_context()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -132,9 +126,7 @@ class SharedSlots:
         if self._closing:  # our own slot on its way back: asking now would only be denied
             await asyncio.wait(self._closing, return_when=asyncio.FIRST_COMPLETED, timeout=5)
         lane = _Lane()
-        lane.task = asyncio.create_task(
-            self._hold(lane), name="matteflow-shared-slot", context=self._context.copy()
-        )
+        lane.task = asyncio.create_task(self._hold(lane), name="matteflow-shared-slot")
         self._lanes.add(lane)
         try:
             await asyncio.shield(lane.ready)
