@@ -97,6 +97,10 @@ def main() -> None:
             "run_name": "nightly-catalog", "background": "transparent", "shard_size": 2,
             "budget_usd": 5.0,
         }  # fmt: skip
+        from flows.params import RunParams
+
+        if "allow_local_inputs" in RunParams.model_fields:  # deployed runs refuse local files
+            run_params["allow_local_inputs"] = True  # unless asked to (the sample clips are)
         config = {
             "name": "catalog", "work_pool": "matteflow", "source": ".",
             "parameters": run_params,

@@ -179,6 +179,11 @@ def test_ui_run_shards_over_two_workers(
 
     fake = fake_fal_shared
     rows = write_manifest(tmp_path / "catalog.csv", fake.serve_file(clips["person"]))
+    # The catalog lives where every worker machine can read it, as in a real scale-out.
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**seaweed.storage_options())
+    fs.put_file(str(tmp_path / "catalog.csv"), f"{s3_bucket}/manifests/catalog.csv")
     config = {
         "name": "it-catalog", "work_pool": POOL, "source": ".",
         "secret_blocks": {"FAL_KEY": "it-fal-key", "AWS_SECRET_ACCESS_KEY": "it-s3-secret"},
@@ -212,7 +217,7 @@ def test_ui_run_shards_over_two_workers(
             assert limit.limit == ACCOUNT_CAP
             parameters = {
                 "params": {
-                    "manifest": str(tmp_path / "catalog.csv"), "endpoint": "pixelcut",
+                    "manifest": f"{s3_bucket}/manifests/catalog.csv", "endpoint": "pixelcut",
                     "output": s3_bucket, "s3_endpoint_url": seaweed.endpoint_url,
                     "run_name": "nightly", "shard_size": 2, "max_in_flight": ACCOUNT_CAP,
                     "shared_limit": "it-fal-account",
@@ -251,9 +256,6 @@ def test_ui_run_shards_over_two_workers(
     assert stats["peak_in_progress"] == ACCOUNT_CAP
     assert stats["accepted_total"] == 6
 
-    import s3fs
-
-    fs = s3fs.S3FileSystem(**seaweed.storage_options())
     base = f"{s3_bucket}/runs/nightly"
     summary = json.loads(fs.cat(f"{base}/summary.json"))
     assert [s["state"] for s in summary["shards"]] == ["Completed"] * 3
