@@ -123,7 +123,10 @@ async def test_in_process_shards_merge_into_one_report(
         writer.writeheader()
         writer.writerows(rows)
     out = tmp_path / "out"
-    params = RunParams(manifest=str(manifest), output=str(out), run_name="sharded", shard_size=2)
+    values: dict[str, Any] = {"manifest": str(manifest), "output": str(out), "run_name": "sharded"}
+    if "allow_local_inputs" in RunParams.model_fields:  # main's policy: local files on request
+        values["allow_local_inputs"] = True
+    params = RunParams.model_validate({**values, "shard_size": 2})
     summary = await remove_backgrounds(params)
 
     assert [s["state"] for s in summary["shards"]] == ["Completed", "Completed"]
