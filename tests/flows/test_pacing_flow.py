@@ -65,6 +65,15 @@ async def test_in_flight_cap_holds_under_load(
     assert fal_account.peak_in_progress == 3
     assert summary["pacing"]["peak_in_flight"] == 3
     assert summary["pacing"]["task_run_per_job"] is True  # small run: one task run per job
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        progress = await client.read_latest_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["progress"]))
+        )
+    assert progress and progress[0].data == 100.0  # the progress artifact ended at 100 %
+    assert "24/24 jobs done" in str(progress[0].description)
 
 
 async def test_budget_exhaustion_mid_run_skips_the_rest(
