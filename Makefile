@@ -4,20 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast check bench clean server worker deploy screenshots chromium
-
-# Prefect server and workers (README: "Run it from the Prefect UI", "Scale out to many machines").
-SERVER_HOST ?= 127.0.0.1
-SERVER_PORT ?= 4200
-POOL ?= matteflow
-WORKER_NAME ?= $(shell hostname)-$(shell echo $$$$)
-WORKER_LIMIT ?= 4
-DEPLOY_CONFIG ?= configs/deployment.yaml
-SCHEDULE ?=
-SAVE_SECRETS ?=
-PREFECT_API_URL ?= http://127.0.0.1:$(SERVER_PORT)/api
-# What the browser calls: this machine's name when the server listens on every interface.
-PREFECT_UI_API_URL ?= http://$(if $(filter 0.0.0.0,$(SERVER_HOST)),$(shell hostname -f),$(SERVER_HOST)):$(SERVER_PORT)/api
+.PHONY: install demo test test-fast check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +32,20 @@ bench: install
 
 clean:
 	rm -rf output samples .pytest_cache .mypy_cache .ruff_cache
+
+# Prefect server and workers (README: "Run it from the Prefect UI", "Scale out to many machines").
+.PHONY: server worker deploy screenshots chromium
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 4200
+POOL ?= matteflow
+WORKER_NAME ?= $(shell hostname)-$(shell echo $$$$)
+WORKER_LIMIT ?= 4
+DEPLOY_CONFIG ?= configs/deployment.yaml
+SCHEDULE ?=
+SAVE_SECRETS ?=
+PREFECT_API_URL ?= http://127.0.0.1:$(SERVER_PORT)/api
+# What the browser calls: this machine's name when the server listens on every interface.
+PREFECT_UI_API_URL ?= http://$(if $(filter 0.0.0.0,$(SERVER_HOST)),$(shell hostname -f),$(SERVER_HOST)):$(SERVER_PORT)/api
 
 # The Prefect server and its UI. SQLite under ~/.prefect by default; PostgreSQL when
 # PREFECT_SERVER_DATABASE_CONNECTION_URL=postgresql+asyncpg://user@host:5432/db is set.
