@@ -37,3 +37,46 @@ bench: install
 
 clean:
 	rm -rf output samples .pytest_cache .mypy_cache .ruff_cache
+
+# Prefect server and workers (README: "Run it from the Prefect UI", "Scale out to many machines").
+.PHONY: server worker deploy screenshots chromium
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 4200
+POOL ?= matteflow
+WORKER_NAME ?= $(shell hostname)-$(shell echo $$$$)
+WORKER_LIMIT ?= 4
+DEPLOY_CONFIG ?= configs/deployment.yaml
+SCHEDULE ?=
+SAVE_SECRETS ?=
+PREFECT_API_URL ?= http://127.0.0.1:$(SERVER_PORT)/api
+# What the browser calls: this machine's name when the server listens on every interface.
+PREFECT_UI_API_URL ?= http://$(if $(filter 0.0.0.0,$(SERVER_HOST)),$(shell hostname -f),$(SERVER_HOST)):$(SERVER_PORT)/api
+
+# The Prefect server and its UI. SQLite under ~/.prefect by default; PostgreSQL when
+# PREFECT_SERVER_DATABASE_CONNECTION_URL=postgresql+asyncpg://user@host:5432/db is set.
+# Other machines reach it with SERVER_HOST=0.0.0.0 and PREFECT_UI_API_URL=http://<this-host>:4200/api.
+server: install
+	@if [ -n "$$PREFECT_SERVER_DATABASE_CONNECTION_URL" ]; then echo "database: PostgreSQL"; else echo "database: SQLite (~/.prefect)"; fi
+	PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_API_URL=$(PREFECT_UI_API_URL) \
+		$(VENV)/bin/prefect server start --host $(SERVER_HOST) --port $(SERVER_PORT)
+
+# A process worker on the pool; it runs flow runs from this checkout (PYTHONPATH) with FAL_KEY
+# and AWS_* from this shell's environment. On another machine: PREFECT_API_URL=http://server:4200/api
+worker: install
+	PREFECT_API_URL=$(PREFECT_API_URL) PYTHONPATH=$(CURDIR) $(VENV)/bin/prefect worker start \
+		--pool $(POOL) --type process --name $(WORKER_NAME) --limit $(WORKER_LIMIT)
+
+# The work pool, the global concurrency limits and the deployment, from $(DEPLOY_CONFIG).
+# SCHEDULE=on|off overrides the config's schedule.active; SAVE_SECRETS=1 stores FAL_KEY and
+# AWS_* from this shell in the Secret blocks the config names (workers without them read those).
+deploy: install
+	PREFECT_API_URL=$(PREFECT_API_URL) $(PY) -m flows.deploy --config $(DEPLOY_CONFIG) \
+		$(if $(filter command line environment,$(origin POOL)),--work-pool $(POOL)) $(if $(SCHEDULE),--schedule $(SCHEDULE)) $(if $(SAVE_SECRETS),--save-secrets)
+
+# Headless Chromium from Debian packages, for `make screenshots`.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
+
+# Screenshots of the Prefect UI (parameter form, a finished run's artifacts) into docs/.
+screenshots: install chromium
+	$(PY) scripts/ui_screenshots.py --out docs

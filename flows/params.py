@@ -19,6 +19,9 @@ from tasks.formats import OutputFormat
 from tasks.options import Background
 from tasks.verify import VerifySettings
 
+# A shard's run name is its parent's plus "/shards/NNN", so its reports sit under the parent's.
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/shards/[0-9]{3,6})?$"
+
 # Endpoint options a run may set for all its rows (rows may override them in the manifest).
 OPTION_KEYS = (
     "background", "background_color", "output_format", "smoothing", "model",
@@ -37,7 +40,7 @@ class RunParams(BaseModel):
     output: str = Field("./output", description="Output root URL (local path, file://, s3://).")
     run_name: str | None = Field(
         None, description="Name of the run's report folder; default: a timestamp.",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        pattern=RUN_NAME_PATTERN,
     )  # fmt: skip
     background: Background | None = Field(None, description="Background (default transparent).")
     background_color: str | None = Field(
@@ -112,6 +115,11 @@ class RunParams(BaseModel):
         default_factory=VerifySettings,
         description="Output checks: matte thresholds, and whether to retry a failed output once.",
     )
+    shard_size: int | None = Field(
+        None, ge=0, le=1_000_000,
+        description="Jobs per shard: each shard runs as its own flow run, on any worker "
+        "(from a deployment) or one after another in this process. Empty or 0: no sharding.",
+    )  # fmt: skip
 
     def resolved_run_name(self) -> str:
         return self.run_name or datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")

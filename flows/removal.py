@@ -21,6 +21,8 @@ from flows.params import (
     RunParams,
 )
 from flows.runtime import cancel_requests, progress_artifact
+from flows.secrets import load_secret_env
+from flows.shards import run_sharded, wants_shards
 from tasks.budget import BudgetGuard
 from tasks.cost import price_for
 from tasks.endpoints import EndpointInfo, EndpointName, endpoint_info
@@ -222,6 +224,9 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     """Remove the background of every video in the manifest; return the run summary."""
     logger = get_run_logger()
     t0 = time.perf_counter()
+    filled, missing = await load_secret_env()
+    if filled or missing:
+        logger.info("secrets from Secret blocks: %s; blocks not found: %s", filled, missing)
     run_name = params.resolved_run_name()
     info = endpoint_info(params.endpoint)
     storage = storage_for(params.output, params.s3_endpoint_url)
@@ -244,6 +249,8 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         "%d rows: %d jobs, %d invalid, %d duplicates", len(manifest.rows), len(plan.jobs),
         len(plan.invalid), len(plan.duplicates),
     )  # fmt: skip
+    if wants_shards(params, plan):
+        return await run_sharded(params, run_name, manifest, plan, storage, remove_backgrounds, t0)
     pacing = pacing_for(params)
     if pacing.shared_limit:
         await ensure_shared_limit(pacing.shared_limit, pacing.max_in_flight)
