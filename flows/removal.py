@@ -88,6 +88,7 @@ def build_fal_runner(
         retry_failed=params.retry_failed,
         input_storage_options=s3,
         input_limits=limits,
+        verify=params.verify,
         submit_guard=admission.submit_guard if admission else None,
         endpoint_slot=admission.slot if admission else None,
     )

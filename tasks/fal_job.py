@@ -42,7 +42,7 @@ from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe
 from tasks.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
 from tasks.report import result_row
 from tasks.storage import Storage, redact_url, sha256_file
-from tasks.verify import Expectation, probe, verify_output
+from tasks.verify import Expectation, VerifySettings, probe, verify_mask, verify_output
 
 # A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
 SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
@@ -70,6 +70,7 @@ class FalRunner:
         submit_guard: SubmitGuard | None = None,
         input_limits: InputSettings | None = None,
         endpoint_slot: EndpointSlot | None = None,
+        verify: VerifySettings | None = None,
     ) -> None:
         if info.fal_app is None or info.build_arguments is None:
             raise ValueError(f"{info.name} is not a fal endpoint")
@@ -83,6 +84,7 @@ class FalRunner:
         self.submit_guard = submit_guard
         self.input_limits = input_limits or InputSettings()
         self.endpoint_slot = endpoint_slot
+        self.verify = verify or VerifySettings()
 
     async def hold_slot(self, job: Job, held: AsyncExitStack) -> None:
         """Take this job's endpoint slot until ``held`` closes (after fal's COMPLETED)."""
@@ -263,7 +265,7 @@ async def bring_home(
                 code="fal_download_failed",
             )
         expected = Expectation(spec=spec, transparent=transparent, frames=frames)
-        report = await asyncio.to_thread(verify_output, out, expected)
+        report = await asyncio.to_thread(verify_output, out, expected, runner.verify)
         entry.verification = report.as_dict()
         entry.bytes, entry.sha256 = size, sha
         found = report.probe
@@ -295,6 +297,12 @@ async def bring_home(
                 entry.state = JobState.failed_verification
                 entry.error_code = "mask_frame_count"
                 entry.error = f"mask has {mask_probe.frames} frames, expected {frames}"
+                return Status.failed_verification
+            disagree = await asyncio.to_thread(verify_mask, out, mask, runner.verify)
+            if disagree:
+                entry.state = JobState.failed_verification
+                entry.error_code = ",".join(code for code, _ in disagree)
+                entry.error = "; ".join(text for _, text in disagree)
                 return Status.failed_verification
             mask_rel = f"videos/{stem}.mask{mask.suffix}"
             await asyncio.to_thread(storage.put_file, mask, mask_rel)

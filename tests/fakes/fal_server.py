@@ -23,6 +23,7 @@ Stable API (issue 5 benchmarks rely on it)::
     fake.serve_file(path) -> "http://127.0.0.1:PORT/files/…"   # an input fal can "reach"
     fake.faults = Faults(rate=0.2, kinds=("429", "503", "drop"), calls=("status",), seed=1)
     fake.fail_inputs / fake.reject_inputs               # substrings of video_url: job error / 422
+    fake.invert_mask_inputs                             # substrings: mask disagrees with the video
     fake.accepted["pixelcut/video-background-removal"]  # jobs accepted per app
     fake.accepted_inputs[(app, video_url)]              # jobs accepted per app and input
     fake.peak_in_progress, fake.in_progress, fake.calls[(kind, status)], fake.injected[kind]
@@ -138,8 +139,8 @@ class _Ellipse:
         pass
 
 
-def write_mask(src: Path, dst: Path) -> None:
-    """The matte as a grey H.264 video, one frame per input frame."""
+def write_mask(src: Path, dst: Path, *, invert: bool = False) -> None:
+    """The matte as a grey H.264 video, one frame per input frame (inverted: a broken mask)."""
     seg = _Ellipse()
     with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
         vin = inp.streams.video[0]
@@ -152,7 +153,8 @@ def write_mask(src: Path, dst: Path) -> None:
         stream.options = {"preset": "ultrafast"}
         for i, frame in enumerate(inp.decode(vin)):
             rgb = frame.to_ndarray(format="rgb24")
-            grey = (seg(rgb) * 255).astype(np.uint8)
+            matte = seg(rgb)
+            grey = ((1.0 - matte if invert else matte) * 255).astype(np.uint8)
             new = av.VideoFrame.from_ndarray(np.dstack([grey] * 3), format="rgb24")
             new.pts = i
             out.mux(stream.encode(new))
@@ -184,6 +186,7 @@ class FakeFal:
         self.forbidden = False  # answer 403 to everything (a revoked key)
         self.fail_inputs: set[str] = set()  # video_url substrings: job COMPLETED with error
         self.reject_inputs: set[str] = set()  # video_url substrings: result is a 422
+        self.invert_mask_inputs: set[str] = set()  # video_url substrings: mask is inverted
         self.jobs: dict[str, FakeJob] = {}
         self._lock = threading.Lock()
         self._outputs: dict[str, dict[str, Any]] = {}
@@ -409,7 +412,8 @@ class FakeFal:
             result["mask_video"] = None
             if want_mask:
                 mask = work / "mask.mp4"
-                write_mask(src, mask)
+                url = str(job.arguments.get("video_url", ""))
+                write_mask(src, mask, invert=any(x in url for x in self.invert_mask_inputs))
                 mname = f"{job.id}-mask.mp4"
                 msize = mask.stat().st_size
                 result["mask_video"] = {

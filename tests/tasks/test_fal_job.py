@@ -250,3 +250,19 @@ async def test_a_flaky_input_host_is_probed_again(
     assert row["status"] == "succeeded", row
     assert fake_fal.calls[("input", 503)] == 2
     await runner.aclose()
+
+
+async def test_a_mask_that_disagrees_with_the_video_fails_verification(
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, tmp_path: Path
+) -> None:
+    runner = runner_for(fake_fal, "birefnet")
+    broken = tmp_path / "bad-mask.mp4"
+    broken.write_bytes(clips["person"].read_bytes())
+    fake_fal.invert_mask_inputs.add("bad-mask")
+    url = fake_fal.serve_file(broken)
+    job = make_job(url, "birefnet", output_mask=True, video_output_type="PRORES4444 (.mov)")
+    row = await run_fal_job(job, storage, runner)
+    assert row["status"] == "failed_verification", row
+    assert "mask_mismatch" in row["error_code"]
+    assert row["mask_url"] is None  # a mask that fails is not stored as the job's mask
+    await runner.aclose()
