@@ -36,6 +36,18 @@ class InputMetadata:
         return asdict(self)
 
 
+def stream_timing(container: Any, stream: Any) -> tuple[float, float, int | None]:
+    """(fps, duration in s, frame count if the container states it) from headers alone."""
+    rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000
+    else:
+        duration = 0.0
+    return float(rate), duration, int(stream.frames) if stream.frames else None
+
+
 def read_input_metadata(location: str, *, timeout_s: float = 30.0) -> InputMetadata:
     """Read an input's container metadata; raises ``InputError`` when it is not a video."""
     shown = redact_url(location)
@@ -44,16 +56,9 @@ def read_input_metadata(location: str, *, timeout_s: float = 30.0) -> InputMetad
             if not container.streams.video:
                 raise InputError(f"input {shown} has no video stream", code="input_no_video")
             stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or Fraction(0)
-            fps = float(rate)
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1_000_000
-            else:
-                duration = 0.0
-            exact = bool(stream.frames)
-            frames = int(stream.frames) if exact else round(duration * fps)
+            fps, duration, counted = stream_timing(container, stream)
+            exact = counted is not None
+            frames = counted if counted is not None else round(duration * fps)
             size = container.size if isinstance(getattr(container, "size", None), int) else None
             return InputMetadata(
                 frames=frames,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -25,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.errors import InputError
 from tasks.formats import FormatSpec
+from tasks.inputs import stream_timing
 from tasks.storage import raise_for_input_response, redact_url, too_large
 
 HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
@@ -187,16 +187,10 @@ def read_facts(path: Path) -> InputFacts:
                     code="input_no_video",
                 )
             stream = videos[0]
-            rate = stream.average_rate or stream.guessed_rate or Fraction(0)
-            fps = float(rate)
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1_000_000
-            else:
-                duration = 0.0
-            exact = bool(stream.frames)
-            frames = int(stream.frames) if exact else math.ceil(duration * fps)
+            fps, duration, counted = stream_timing(container, stream)
+            exact = counted is not None
+            # Limits err on the safe side: an estimated count is rounded up.
+            frames = counted if counted is not None else math.ceil(duration * fps)
             rotation = 0
             for frame in container.decode(stream):
                 rotation = int(frame.rotation or 0) % 360
