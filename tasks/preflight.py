@@ -15,7 +15,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import av
 import httpx
@@ -24,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.errors import InputError
 from tasks.formats import FormatSpec
-from tasks.inputs import stream_timing
+from tasks.inputs import local_path, stream_timing
 from tasks.storage import raise_for_input_response, redact_url, too_large
 
 HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
@@ -59,16 +58,6 @@ class InputSettings(BaseSettings):
         description="Refuse file:// and local-path inputs whatever a run's parameters say "
         "(set it on workers that take runs from the UI).",
     )
-
-
-def local_path(url: str) -> Path | None:
-    """The local file a manifest value names (``file://`` or a path), or None for a URL."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return Path(unquote(parts.path))
-    if len(parts.scheme) <= 1:  # no scheme, or a Windows drive letter
-        return Path(url).expanduser()
-    return None
 
 
 @dataclass(frozen=True)
