@@ -41,6 +41,16 @@ def reusable(entry: LedgerEntry | None, storage: Storage) -> bool:
     return entry.bytes is not None and storage.size(entry.output_path) == entry.bytes
 
 
+def storage_failed_row(job: Job, exc: StorageError, started_at: str, t0: float) -> dict[str, Any]:
+    """The row of a job whose storage stayed away past its retries (any runner)."""
+    return result_row(
+        row=job.row, id=job.id, video_url=job.video_url, job_key=job.key,
+        endpoint=job.endpoint, status=Status.failed, error_code=exc.code, error=exc.message,
+        started_at=started_at, finished_at=now_iso(),
+        elapsed_s=round(time.perf_counter() - t0, 3),
+    )  # fmt: skip
+
+
 def row_from_entry(job: Job, entry: LedgerEntry, status: Status, **extra: Any) -> dict[str, Any]:
     probe = (entry.verification or {}).get("probe") or {}
     values: dict[str, Any] = dict(
@@ -105,12 +115,7 @@ def run_local_job(
             limits or InputSettings(), t0,
         )  # fmt: skip
     except StorageError as exc:
-        return result_row(
-            row=job.row, id=job.id, video_url=job.video_url, job_key=job.key,
-            endpoint=job.endpoint, status=Status.failed, error_code=exc.code, error=exc.message,
-            started_at=started_at, finished_at=now_iso(),
-            elapsed_s=round(time.perf_counter() - t0, 3),
-        )  # fmt: skip
+        return storage_failed_row(job, exc, started_at, t0)
 
 
 def _run_local_job(

@@ -34,13 +34,12 @@ from tasks.errors import (
     StorageError,
     SubmitOutcomeUnknown,
 )
-from tasks.execute import reusable, row_from_entry
+from tasks.execute import reusable, row_from_entry, storage_failed_row
 from tasks.fal import CallTrace, FalClient, QueueStatus, Submission, retry_delay
 from tasks.formats import spec_for
 from tasks.inputs import InputMetadata, local_path, read_input_metadata, readable_location
 from tasks.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
-from tasks.report import result_row
 from tasks.storage import Storage, redact_url, sha256_file
 from tasks.verify import Expectation, VerifySettings, probe, verify_mask, verify_output
 
@@ -352,12 +351,7 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str
     try:
         return await _run_fal_job(job, storage, runner, t0)
     except StorageError as exc:
-        return result_row(
-            row=job.row, id=job.id, video_url=job.video_url, job_key=job.key,
-            endpoint=job.endpoint, status=Status.failed, error_code=exc.code, error=exc.message,
-            started_at=started_at, finished_at=now_iso(),
-            elapsed_s=round(time.perf_counter() - t0, 3),
-        )  # fmt: skip
+        return storage_failed_row(job, exc, started_at, t0)
 
 
 async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> dict[str, Any]:
