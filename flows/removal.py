@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,81 +95,62 @@ def build_fal_runner(
     )
 
 
-async def run_job(
-    job: Job,
-    storage: Storage,
-    fal: FalRunner | None = None,
-    verify: VerifySettings | None = None,
-    limits: InputSettings | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class JobContext:
+    """What every job of one run shares: its storage, fal runner, output checks, input limits."""
+
+    storage: Storage
+    fal: FalRunner | None = None
+    verify: VerifySettings = field(default_factory=VerifySettings)
+    limits: InputSettings = field(default_factory=InputSettings)
+
+
+async def run_job(job: Job, ctx: JobContext) -> dict[str, Any]:
     """Dispatch one job to its endpoint's runner; every runner returns a results row."""
     if job.endpoint == "local":
         # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
         return await asyncio.to_thread(
-            run_local_job, job, storage, settings=verify or VerifySettings(), limits=limits
+            run_local_job, job, ctx.storage, settings=ctx.verify, limits=ctx.limits
         )
-    if fal is not None and job.endpoint == fal.info.name.value:
-        return await run_fal_job(job, storage, fal)
+    if ctx.fal is not None and job.endpoint == ctx.fal.info.name.value:
+        return await run_fal_job(job, ctx.storage, ctx.fal)
     raise NotImplementedError(f"no runner for endpoint {job.endpoint!r}")
 
 
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
-async def process_job(
-    job: Job,
-    storage: Storage,
-    fal: FalRunner | None = None,
-    verify: VerifySettings | None = None,
-    limits: InputSettings | None = None,
-) -> dict[str, Any]:
+async def process_job(job: Job, ctx: JobContext) -> dict[str, Any]:
     """One job as its own task run: visible in the UI, for runs small enough to afford it."""
-    return await run_or_cancel(job, storage, fal, verify, limits)
+    return await run_or_cancel(job, ctx)
 
 
-async def run_or_cancel(
-    job: Job,
-    storage: Storage,
-    fal: FalRunner | None,
-    verify: VerifySettings | None = None,
-    limits: InputSettings | None = None,
-) -> dict[str, Any]:
+async def run_or_cancel(job: Job, ctx: JobContext) -> dict[str, Any]:
     """Run ``job``; if the run is cancelled meanwhile, cancel it at fal and record that.
 
     Handled here, inside the job's task run, so a cancelled run's task runs end Completed with a
     ``cancelled`` row rather than Crashed.
     """
     try:
-        return await run_job(job, storage, fal, verify, limits)
+        return await run_job(job, ctx)
     except asyncio.CancelledError:
-        if fal is None:
+        if ctx.fal is None:
             raise  # a local job runs in a thread: it finishes, and the ledger records it
-        return await cancel_fal_job(job, Ledger(storage), fal)
+        return await cancel_fal_job(job, Ledger(ctx.storage), ctx.fal)
 
 
 class FlowJobs:
     """The worker pool's view of this flow: how a job runs, what it costs, how it ended."""
 
-    def __init__(
-        self,
-        storage: Storage,
-        *,
-        task_runs: bool,
-        fal: FalRunner | None,
-        verify: VerifySettings | None = None,
-        limits: InputSettings | None = None,
-    ) -> None:
-        self.storage = storage
-        self.verify = verify
-        self.limits = limits
+    def __init__(self, ctx: JobContext, *, task_runs: bool) -> None:
+        self.ctx = ctx
         self.task_runs = task_runs
-        self.fal = fal
-        self.holds_slot = fal is not None  # a fal job holds its slot only while at fal
-        self.ledger = Ledger(storage)
+        self.holds_slot = ctx.fal is not None  # a fal job holds its slot only while at fal
+        self.ledger = Ledger(ctx.storage)
 
     async def run(self, job: Job) -> dict[str, Any]:
         if self.task_runs:
             named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
-            return await named(job, self.storage, self.fal, self.verify, self.limits)
-        return await run_or_cancel(job, self.storage, self.fal, self.verify, self.limits)
+            return await named(job, self.ctx)
+        return await run_or_cancel(job, self.ctx)
 
     def interrupted_row(self, job: Job, exc: BaseException | None) -> dict[str, Any]:
         if exc is not None:
@@ -269,7 +251,7 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     pacer = Pacer(pacing)
     admission = Admission(pacer, budget)
     fal = build_fal_runner(params, info, admission, limits) if info.is_fal and plan.jobs else None
-    handler = FlowJobs(storage, task_runs=task_runs, fal=fal, verify=params.verify, limits=limits)
+    handler = FlowJobs(JobContext(storage, fal, params.verify, limits), task_runs=task_runs)
     progress = RunProgress(total=len(plan.jobs))
     cancel = asyncio.Event()
     t_jobs = time.perf_counter()
