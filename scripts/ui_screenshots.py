@@ -15,15 +15,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tasks.samples import make_person_clip  # noqa: E402
-from tests.fakes.prefect_stack import PrefectStack  # noqa: E402
+from tests.fakes.prefect_stack import PrefectStack, wait_final  # noqa: E402
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -65,16 +63,6 @@ def write_catalog(workdir: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return manifest
-
-
-def wait_final(client: Any, flow_run_id: Any, timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.read_flow_run(flow_run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(1.0)
-    raise SystemExit(f"flow run {flow_run_id} did not finish in {timeout} s")
 
 
 def main() -> None:
@@ -121,7 +109,10 @@ def main() -> None:
             parent = client.create_flow_run_from_deployment(
                 deployment.id, parameters={"params": run_params}
             )
-            parent = wait_final(client, parent.id)
+            try:
+                parent = wait_final(client, parent.id, timeout=600)
+            except TimeoutError as exc:
+                raise SystemExit(str(exc)) from None
             print(f"run {parent.name}: {parent.state.name if parent.state else '?'}")
             artifacts = client.read_artifacts()
         by_key = {a.key: a for a in artifacts if a.flow_run_id == parent.id}

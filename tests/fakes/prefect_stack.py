@@ -184,3 +184,14 @@ class PrefectStack:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def wait_final(client: Any, flow_run_id: Any, timeout: float) -> Any:
+    """Poll a flow run (sync client) until its state is final; TimeoutError past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(flow_run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(1.0)
+    raise TimeoutError(f"flow run {flow_run_id} did not finish in {timeout} s")

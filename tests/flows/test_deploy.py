@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,12 @@ import yaml
 from flows.deploy import FLOW_NAME, DeployConfig, job_env, load_config
 from flows.secrets import BLOCKS_ENV
 from tests.fakes.fal_server import FakeFal
-from tests.fakes.prefect_stack import PrefectStack, postgres_available, postgres_database
+from tests.fakes.prefect_stack import (
+    PrefectStack,
+    postgres_available,
+    postgres_database,
+    wait_final,
+)
 from tests.fakes.seaweed import SeaweedS3
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,16 +143,6 @@ def write_manifest(path: Path, video: str) -> list[dict[str, str]]:
         writer.writeheader()
         writer.writerows(rows)
     return rows
-
-
-def wait_final(client: Any, flow_run_id: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.read_flow_run(flow_run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(1.0)
-    raise AssertionError(f"flow run {flow_run_id} not finished after {timeout} s")
 
 
 @pytest.fixture
