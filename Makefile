@@ -17,17 +17,19 @@ install: $(STAMP)
 demo: install
 	$(PY) -m flows.demo
 
+# PYTHONPATH: the checkout's own flows/ and tasks/ win over any other editable install.
 test: install
-	$(PY) -m pytest -m "not live" -q
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -m "not live" -q
 
 # Bad input, faults, kill -9 and secret scans (tests/hardening, ~2-3 min on 2 cores).
 test-hardening: install
-	$(PY) -m pytest tests/hardening -q
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest tests/hardening -q
 
 check: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --diff .
 	$(VENV)/bin/mypy
+	$(PY) scripts/check_shape.py
 
 # Benchmarks print ratios against a baseline measured in the same run (the machine is shared).
 # BENCH_ARGS=--quick gives a smoke test of each.

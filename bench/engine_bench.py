@@ -29,8 +29,8 @@ import numpy.typing as npt
 
 from tasks.endpoints.local import LocalOptions
 from tasks.engine.pipeline import ENCODER_OPTIONS, remove_background
-from tasks.quality import alpha_frames, matte_quality
-from tasks.samples import make_composite_clip, make_person_clip
+from tasks.media.quality import alpha_frames, matte_quality
+from tasks.media.samples import make_composite_clip, make_person_clip
 
 ROOT = Path(__file__).resolve().parent
 SPEED_HEAD = [
@@ -166,8 +166,11 @@ def peak_rss_mb(warm: Path, src: Path, dst: Path) -> tuple[float, float, float]:
     """
     out = subprocess.run(
         [sys.executable, "-c", _RSS_CHILD, str(warm), str(src), str(dst)],
-        check=True, capture_output=True, text=True, cwd=ROOT.parent,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT.parent,
+    )
     base, peak, maxrss = (int(v) / 2**20 for v in out.stdout.strip().splitlines()[-1].split())
     return round(base, 1), round(peak, 1), round(maxrss, 1)
 
@@ -217,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     flicker: dict[str, float] = {}
     formats = [("webm_vp9", "transparent"), ("mp4_h264", "green")]
     for w, h in sizes:
-        src = make_person_clip(work / f"person_{h}p.mp4", width=w, height=h, seconds=seconds, audio=False)  # fmt: skip
+        src = make_person_clip(
+            work / f"person_{h}p.mp4", width=w, height=h, seconds=seconds, audio=False
+        )
         for fmt, bg in formats:
             ext = ".webm" if fmt == "webm_vp9" else ".mp4"
             naive_dst = work / f"naive_{h}p{ext}"
@@ -233,9 +238,15 @@ def main(argv: list[str] | None = None) -> int:
             n2, t2, c2 = min(eng_runs, key=lambda r: r[1])
             naive_fps, eng_fps = n1 / t1, n2 / t2
             row = [
-                f"{w}x{h}", fmt, n2, f"{naive_fps:.1f}", f"{eng_fps:.1f}",
-                f"{eng_fps / naive_fps:.2f}x", f"{1e3 * c1 / n1:.1f}", f"{1e3 * c2 / n2:.1f}",
-            ]  # fmt: skip
+                f"{w}x{h}",
+                fmt,
+                n2,
+                f"{naive_fps:.1f}",
+                f"{eng_fps:.1f}",
+                f"{eng_fps / naive_fps:.2f}x",
+                f"{1e3 * c1 / n1:.1f}",
+                f"{1e3 * c2 / n2:.1f}",
+            ]
             speed_rows.append(row)
             print("speed", row, flush=True)
             if fmt == "webm_vp9" and h == sizes[0][1]:
@@ -278,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_memory:
         warm = make_person_clip(work / "mem_warm.mp4", width=1280, height=720, seconds=1.0)
         for sec in (5.0, 20.0):
-            src = make_person_clip(work / f"mem_{int(sec)}s.mp4", width=1280, height=720, seconds=sec, audio=True)  # fmt: skip
+            src = make_person_clip(
+                work / f"mem_{int(sec)}s.mp4", width=1280, height=720, seconds=sec, audio=True
+            )
             base, peak, maxrss = peak_rss_mb(warm, src, work / f"mem_{int(sec)}s.webm")
             mem_rows.append([f"{sec:.0f} s 1280x720", base, peak, f"{peak - base:+.1f}", maxrss])
             print("memory", mem_rows[-1], flush=True)

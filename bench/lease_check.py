@@ -44,10 +44,21 @@ def main() -> int:
     env.pop("PREFECT_API_URL", None)
     with open(f"{home}/server.log", "w") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     api = f"http://127.0.0.1:{port}/api"
     try:
         for _ in range(240):
@@ -58,7 +69,7 @@ def main() -> int:
                 pass
             time.sleep(0.5)
         env["PREFECT_API_URL"] = os.environ["PREFECT_API_URL"] = api
-        from tasks.pacing import ensure_shared_limit_sync
+        from flows.concurrency import ensure_shared_limit_sync
 
         ensure_shared_limit_sync("lease-check", 2)
 

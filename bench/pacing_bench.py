@@ -162,10 +162,15 @@ def child_matteflow(args: argparse.Namespace) -> None:
     from flows.removal import remove_backgrounds
 
     params = RunParams(
-        manifest=args.manifest, endpoint="pixelcut", output=args.output, run_name="bench",
-        max_in_flight=args.k, shared_limit=args.shared_limit or None, allow_local_inputs=True,
+        manifest=args.manifest,
+        endpoint="pixelcut",
+        output=args.output,
+        run_name="bench",
+        max_in_flight=args.k,
+        shared_limit=args.shared_limit or None,
+        allow_local_inputs=True,
         task_run_per_job={"auto": None, "on": True, "off": False}[args.task_run_mode],
-    )  # fmt: skip
+    )
     t0 = time.perf_counter()
     summary = asyncio.run(remove_backgrounds(params))
     wall = time.perf_counter() - t0
@@ -214,10 +219,22 @@ def postgres_prefect(log: Path) -> Any:
     env.pop("PREFECT_API_URL", None)
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     api = f"http://127.0.0.1:{port}/api"
     try:
         import httpx
@@ -267,8 +284,12 @@ def run_child(argv: list[str], env: dict[str, str], log: Path, timeout_s: float)
     with log.open("w") as fh:
         proc = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), *argv],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, timeout=timeout_s,
-        )  # fmt: skip
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            timeout=timeout_s,
+        )
     text = log.read_text(errors="replace")
     found = [line for line in text.splitlines() if line.startswith("BENCH-RESULT ")]
     if proc.returncode != 0 or not found:
@@ -306,17 +327,40 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None, result_dir
         timeout = 600 + 3 * case.ideal_s
         if case.client == "bare":
             (work / "urls.txt").write_text("\n".join(urls))
-            argv = ["--child", "bare", "--base", fake.base_url, "--key", fake.key,
-                    "--urls", str(work / "urls.txt"), "--k", str(case.k), "--output", str(out)]  # fmt: skip
+            argv = [
+                "--child",
+                "bare",
+                "--base",
+                fake.base_url,
+                "--key",
+                fake.key,
+                "--urls",
+                str(work / "urls.txt"),
+                "--k",
+                str(case.k),
+                "--output",
+                str(out),
+            ]
         else:
             manifest = work / "manifest.csv"
             with manifest.open("w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(["id", "video_url"])
                 writer.writerows([i, u] for i, u in enumerate(urls))
-            argv = ["--child", "matteflow", "--manifest", str(manifest), "--output", str(out),
-                    "--k", str(case.k), "--task-run-mode", case.task_runs,
-                    "--shared-limit", f"bench-{os.getpid()}" if case.shared else ""]  # fmt: skip
+            argv = [
+                "--child",
+                "matteflow",
+                "--manifest",
+                str(manifest),
+                "--output",
+                str(out),
+                "--k",
+                str(case.k),
+                "--task-run-mode",
+                case.task_runs,
+                "--shared-limit",
+                f"bench-{os.getpid()}" if case.shared else "",
+            ]
         result = run_child(argv, env, log, timeout)
         stats = fake.stats()
         result["peak_in_progress"] = stats["peak_in_progress"]
@@ -437,14 +481,17 @@ def main() -> int:
         cases.append(Case("bare", "-", n, k, latency))
 
     started = datetime.now(UTC)
-    from tasks.samples import make_person_clip
+    from tasks.media.samples import make_person_clip
 
     with tempfile.TemporaryDirectory(prefix="matteflow-bench-") as tmp:
         work = Path(tmp)
         clip = make_person_clip(work / "clip.mp4", width=64, height=48, seconds=0.4, fps=20)
         for case in cases:
-            print(f"-- {case.client} {case.server} N={case.n} K={case.k} L={case.latency_s}"
-                  f" task_runs={case.task_runs} shared={case.shared}", flush=True)  # fmt: skip
+            print(
+                f"-- {case.client} {case.server} N={case.n} K={case.k} L={case.latency_s}"
+                f" task_runs={case.task_runs} shared={case.shared}",
+                flush=True,
+            )
             try:
                 if case.server == "postgres":
                     with postgres_prefect(work / "prefect-server.log") as api:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import av
 
-from tasks.formats import spec_for
-from tasks.samples import make_person_clip
-from tasks.verify import Expectation, VerifySettings, decoder_for, probe_input, verify_output
+from tasks.media.formats import spec_for
+from tasks.media.samples import make_person_clip
+from tasks.media.verify import Expectation, VerifySettings, decoder_for, probe_input, verify_output
 from tests.fakes.outputs import GREEN, write_output
 
 WORK = Path("bench/tmp/verify")

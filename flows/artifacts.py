@@ -1,6 +1,6 @@
 """Prefect artifacts of a run: a progress bar while jobs run, then results, costs and links.
 
-What goes into them is computed in ``tasks.report``; this module only talks to Prefect.
+What goes into them is computed in ``tasks.report.tables``; this module only talks to Prefect.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from prefect.artifacts import (
     acreate_table_artifact,
 )
 
-from tasks.report import (
+from tasks.report.tables import (
     REPORT_FILES,
     artifact_rows,
     budget_status,
@@ -24,7 +24,7 @@ from tasks.report import (
     report_url,
     results_frame,
 )
-from tasks.storage import Storage
+from tasks.storage.store import Storage
 
 ARTIFACT_ROWS = 200  # the UI table stays readable; the full table is in results.parquet/csv
 PROGRESS_INTERVAL_S = 2.0  # at most one progress update per interval, whatever the job rate
@@ -40,10 +40,11 @@ async def publish_artifacts(
     base = f"runs/{run_name}"
     csv_url = report_url(storage, f"{base}/results.csv")
     await acreate_table_artifact(
-        key="results", table=table,
+        key="results",
+        table=table,
         description=f"{len(table)} of {len(results)} rows of run {run_name} (problems first); "
         f"full table: [results.csv]({csv_url})",
-    )  # fmt: skip
+    )
     await acreate_markdown_artifact(
         key="cost-report",
         markdown=cost_markdown(

@@ -34,10 +34,10 @@ from tasks.endpoints.birefnet import (
     VideoQuality,
     VideoWriteMode,
 )
+from tasks.endpoints.options import Background
 from tasks.errors import MatteflowError
-from tasks.formats import OutputFormat
-from tasks.options import Background
-from tasks.progress import RunProgress, listening
+from tasks.media.formats import OutputFormat
+from tasks.run.progress import RunProgress, listening
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -117,10 +117,15 @@ class TerminalProgress:
 
     def __init__(self, out: Console) -> None:
         self.bar = Progress(
-            TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[counts]}"),
-            console=out, disable=not out.is_terminal,
-        )  # fmt: skip
+            TextColumn("[bold]jobs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[counts]}"),
+            console=out,
+            disable=not out.is_terminal,
+        )
         self.task = self.bar.add_task("jobs", total=None, counts="")
 
     def start(self, total: int) -> None:
@@ -215,17 +220,34 @@ def run(
     """Remove the background of every video in MANIFEST."""
     quiet_prefect()
     params = build_params(
-        config, manifest=manifest, endpoint=endpoint, output=output, run_name=run_name,
-        background=background, background_color=background_color, output_format=output_format,
-        smoothing=smoothing, model=model, operating_resolution=operating_resolution,
-        output_mask=output_mask, refine_foreground=refine_foreground, sync_mode=sync_mode,
-        video_output_type=video_output_type, video_quality=video_quality,
-        video_write_mode=video_write_mode, max_in_flight=max_in_flight, budget_usd=budget,
-        resubmit_unknown=resubmit_unknown or None, retry_failed=retry_failed or None,
-        fal_uploads=fal_uploads, presign_expiry_s=presign_expiry,
-        submit_rate=submit_rate, shared_limit=shared_limit, task_run_per_job=task_runs,
+        config,
+        manifest=manifest,
+        endpoint=endpoint,
+        output=output,
+        run_name=run_name,
+        background=background,
+        background_color=background_color,
+        output_format=output_format,
+        smoothing=smoothing,
+        model=model,
+        operating_resolution=operating_resolution,
+        output_mask=output_mask,
+        refine_foreground=refine_foreground,
+        sync_mode=sync_mode,
+        video_output_type=video_output_type,
+        video_quality=video_quality,
+        video_write_mode=video_write_mode,
+        max_in_flight=max_in_flight,
+        budget_usd=budget,
+        resubmit_unknown=resubmit_unknown or None,
+        retry_failed=retry_failed or None,
+        fal_uploads=fal_uploads,
+        presign_expiry_s=presign_expiry,
+        submit_rate=submit_rate,
+        shared_limit=shared_limit,
+        task_run_per_job=task_runs,
         s3_endpoint_url=s3_endpoint_url,
-    )  # fmt: skip
+    )
     if params.run_name is None:
         params = params.model_copy(update={"run_name": params.resolved_run_name()})
     try:
@@ -262,21 +284,31 @@ def estimate(
     config: ConfigOpt = None,
 ) -> None:
     """Print what MANIFEST would cost on ENDPOINT, from the inputs' metadata; sends nothing."""
-    from tasks.cost import price_for
     from tasks.endpoints import endpoint_info
-    from tasks.estimate import estimate_jobs
-    from tasks.manifest import read_manifest
-    from tasks.plan import plan_jobs
-    from tasks.storage import s3_options
+    from tasks.manifest.plan import plan_jobs
+    from tasks.manifest.read import read_manifest
+    from tasks.run.cost import price_for
+    from tasks.run.estimate import estimate_jobs
+    from tasks.storage.store import s3_options
 
     params = build_params(
-        config, manifest=manifest, endpoint=endpoint, background=background,
-        background_color=background_color, output_format=output_format, smoothing=smoothing,
-        model=model, operating_resolution=operating_resolution, output_mask=output_mask,
-        refine_foreground=refine_foreground, sync_mode=sync_mode,
-        video_output_type=video_output_type, video_quality=video_quality,
-        video_write_mode=video_write_mode, s3_endpoint_url=s3_endpoint_url,
-    )  # fmt: skip
+        config,
+        manifest=manifest,
+        endpoint=endpoint,
+        background=background,
+        background_color=background_color,
+        output_format=output_format,
+        smoothing=smoothing,
+        model=model,
+        operating_resolution=operating_resolution,
+        output_mask=output_mask,
+        refine_foreground=refine_foreground,
+        sync_mode=sync_mode,
+        video_output_type=video_output_type,
+        video_quality=video_quality,
+        video_write_mode=video_write_mode,
+        s3_endpoint_url=s3_endpoint_url,
+    )
     info = endpoint_info(params.endpoint)
     s3 = s3_options(params.s3_endpoint_url)
     try:
@@ -295,10 +327,13 @@ def estimate(
     for r in rows:
         note = r["error"] or ("" if r["exact"] else "frames from duration x fps")
         table.add_row(
-            str(r["row"]), r["id"], str(r["frames"] if r["frames"] is not None else "-"),
+            str(r["row"]),
+            r["id"],
+            str(r["frames"] if r["frames"] is not None else "-"),
             str(r["duration_s"] if r["duration_s"] is not None else "-"),
-            f"{r['estimated_cost_usd']:.4f}", note,
-        )  # fmt: skip
+            f"{r['estimated_cost_usd']:.4f}",
+            note,
+        )
     console.print(table)
     total = sum(r["estimated_cost_usd"] for r in rows)
     unreadable = sum(1 for r in rows if r["error"])

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from flows.cli import print_summary, quiet_prefect
 from flows.params import RunParams
-from tasks.quality import matte_quality
-from tasks.samples import make_composite_clip, make_person_clip
+from tasks.media.quality import matte_quality
+from tasks.media.samples import make_composite_clip, make_person_clip
 
 SAMPLES = Path("samples")
 OUTPUT = Path("output")
@@ -32,11 +32,35 @@ def write_samples() -> Path:
         make_composite_clip(comp, truth)
     manifest = SAMPLES / "demo_manifest.csv"
     rows = [
-        {"id": "astronaut-transparent", "video_url": str(person), "background": "", "background_color": "", "output_format": ""},
-        {"id": "composite-transparent", "video_url": str(comp), "background": "", "background_color": "", "output_format": ""},
-        {"id": "astronaut-green-mp4", "video_url": str(person), "background": "custom", "background_color": "0,177,64", "output_format": "mp4_h264"},
-        {"id": "astronaut-prores", "video_url": str(person), "background": "", "background_color": "", "output_format": "mov_proresks"},
-    ]  # fmt: skip
+        {
+            "id": "astronaut-transparent",
+            "video_url": str(person),
+            "background": "",
+            "background_color": "",
+            "output_format": "",
+        },
+        {
+            "id": "composite-transparent",
+            "video_url": str(comp),
+            "background": "",
+            "background_color": "",
+            "output_format": "",
+        },
+        {
+            "id": "astronaut-green-mp4",
+            "video_url": str(person),
+            "background": "custom",
+            "background_color": "0,177,64",
+            "output_format": "mp4_h264",
+        },
+        {
+            "id": "astronaut-prores",
+            "video_url": str(person),
+            "background": "",
+            "background_color": "",
+            "output_format": "mov_proresks",
+        },
+    ]
     with manifest.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -16,9 +16,9 @@ from uuid import UUID
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flows.concurrency import ensure_shared_limit
 from flows.params import RunParams
 from flows.secrets import BLOCKS_ENV, format_block_map, parse_block_map, save_secret_blocks
-from tasks.pacing import ensure_shared_limit
 
 DEFAULT_CONFIG = Path("configs/deployment.yaml")
 FLOW_NAME = "matteflow"  # the @flow name of flows.removal.remove_backgrounds
@@ -172,9 +172,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--schedule", choices=["on", "off"], help="Override schedule.active.")
     parser.add_argument("--work-pool", help="Override work_pool.")
     parser.add_argument(
-        "--save-secrets", action="store_true",
+        "--save-secrets",
+        action="store_true",
         help="Store FAL_KEY/AWS_* from this shell in the Secret blocks the config names.",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config, work_pool=args.work_pool)
     if args.schedule and config.schedule:

@@ -15,19 +15,28 @@ from tasks.endpoints.birefnet import (
     VideoQuality,
     VideoWriteMode,
 )
-from tasks.formats import OutputFormat
-from tasks.options import Background
-from tasks.verify import VerifySettings
+from tasks.endpoints.options import Background
+from tasks.media.formats import OutputFormat
+from tasks.media.verify import VerifySettings
 
 # A shard's run name is its parent's plus "/shards/NNN", so its reports sit under the parent's.
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/shards/[0-9]{3,6})?$"
 
 # Endpoint options a run may set for all its rows (rows may override them in the manifest).
 OPTION_KEYS = (
-    "background", "background_color", "output_format", "smoothing", "model",
-    "operating_resolution", "output_mask", "refine_foreground", "sync_mode",
-    "video_output_type", "video_quality", "video_write_mode",
-)  # fmt: skip
+    "background",
+    "background_color",
+    "output_format",
+    "smoothing",
+    "model",
+    "operating_resolution",
+    "output_mask",
+    "refine_foreground",
+    "sync_mode",
+    "video_output_type",
+    "video_quality",
+    "video_write_mode",
+)
 
 
 class RunParams(BaseModel):
@@ -39,9 +48,10 @@ class RunParams(BaseModel):
     endpoint: EndpointName = Field(EndpointName.local, description="Removal endpoint.")
     output: str = Field("./output", description="Output root URL (local path, file://, s3://).")
     run_name: str | None = Field(
-        None, description="Name of the run's report folder; default: a timestamp.",
+        None,
+        description="Name of the run's report folder; default: a timestamp.",
         pattern=RUN_NAME_PATTERN,
-    )  # fmt: skip
+    )
     background: Background | None = Field(None, description="Background (default transparent).")
     background_color: str | None = Field(
         None, description="R,G,B colour for background=custom, e.g. 0,177,64."
@@ -116,10 +126,12 @@ class RunParams(BaseModel):
         description="Output checks: matte thresholds, and whether to retry a failed output once.",
     )
     shard_size: int | None = Field(
-        None, ge=0, le=1_000_000,
+        None,
+        ge=0,
+        le=1_000_000,
         description="Jobs per shard: each shard runs as its own flow run, on any worker "
         "(from a deployment) or one after another in this process. Empty or 0: no sharding.",
-    )  # fmt: skip
+    )
 
     def resolved_run_name(self) -> str:
         return self.run_name or datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")

@@ -15,6 +15,7 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled
 
 from flows.artifacts import publish_artifacts
+from flows.concurrency import ensure_shared_limit, make_pacer
 from flows.params import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_SUBMIT_RATE,
@@ -24,24 +25,24 @@ from flows.params import (
 from flows.runtime import cancel_requests, progress_artifact
 from flows.secrets import load_secret_env
 from flows.shards import run_sharded, wants_shards
-from tasks.budget import BudgetGuard
-from tasks.cost import price_for
 from tasks.endpoints import EndpointInfo, EndpointName, endpoint_info
+from tasks.engine.job import run_local_job
 from tasks.errors import AuthError, ManifestError, MatteflowError
-from tasks.execute import run_local_job
-from tasks.fal import FalSettings, build_client
-from tasks.fal_cancel import cancel_fal_job
-from tasks.fal_job import FalRunner, run_fal_job
-from tasks.fanout import Admission, ended_row, run_pool
-from tasks.jobs import Job, JobState, Ledger, Status, now_iso
-from tasks.manifest import Manifest, read_manifest
-from tasks.pacing import Pacer, PacingConfig, ensure_shared_limit
-from tasks.plan import Plan, plan_jobs
-from tasks.preflight import InputSettings, LocalInputPolicy
-from tasks.progress import RunProgress
-from tasks.report import result_row, write_reports
-from tasks.storage import Storage, s3_options
-from tasks.verify import VerifySettings
+from tasks.fal.cancel import cancel_fal_job
+from tasks.fal.client import FalSettings, build_client
+from tasks.fal.job import FalRunner, run_fal_job
+from tasks.ledger.jobs import Job, JobState, Ledger, Status, now_iso
+from tasks.manifest.plan import Plan, plan_jobs
+from tasks.manifest.read import Manifest, read_manifest
+from tasks.media.preflight import InputSettings, LocalInputPolicy
+from tasks.media.verify import VerifySettings
+from tasks.report.tables import result_row, write_reports
+from tasks.run.budget import BudgetGuard
+from tasks.run.cost import price_for
+from tasks.run.fanout import Admission, ended_row, run_pool
+from tasks.run.pacing import PacingConfig
+from tasks.run.progress import RunProgress
+from tasks.storage.store import Storage, s3_options
 
 
 def storage_for(url: str, s3_endpoint_url: str | None) -> Storage:
@@ -56,9 +57,16 @@ def crashed_row(job: Job, exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, MatteflowError):
         code, error = exc.code, exc.message
     return result_row(
-        row=job.row, id=job.id, video_url=job.video_url, job_key=job.key, endpoint=job.endpoint,
-        status=Status.failed, error_code=code, error=error[:500], finished_at=now_iso(),
-    )  # fmt: skip
+        row=job.row,
+        id=job.id,
+        video_url=job.video_url,
+        job_key=job.key,
+        endpoint=job.endpoint,
+        status=Status.failed,
+        error_code=code,
+        error=error[:500],
+        finished_at=now_iso(),
+    )
 
 
 @task(name="read-manifest", cache_policy=NONE, persist_result=False)
@@ -195,9 +203,12 @@ def duplicate_rows(
     for number, key in plan.duplicates.items():
         first = dict(by_key[key])
         first.update(
-            row=number, id=rows[number].id, duplicate_of=first["row"],
-            cost_usd=0.0, estimated_cost_usd=0.0,
-        )  # fmt: skip
+            row=number,
+            id=rows[number].id,
+            duplicate_of=first["row"],
+            cost_usd=0.0,
+            estimated_cost_usd=0.0,
+        )
         out.append(first)
     return out
 
@@ -229,9 +240,12 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         logger.warning("manifest columns ignored: %s", ", ".join(manifest.ignored_columns))
     plan = plan_jobs(manifest, info, params.run_options(), local_inputs=local_inputs)
     logger.info(
-        "%d rows: %d jobs, %d invalid, %d duplicates", len(manifest.rows), len(plan.jobs),
-        len(plan.invalid), len(plan.duplicates),
-    )  # fmt: skip
+        "%d rows: %d jobs, %d invalid, %d duplicates",
+        len(manifest.rows),
+        len(plan.jobs),
+        len(plan.invalid),
+        len(plan.duplicates),
+    )
     if wants_shards(params, plan):
         return await run_sharded(params, run_name, manifest, plan, storage, remove_backgrounds, t0)
     pacing = pacing_for(params)
@@ -242,13 +256,14 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
                 "shared limit %r on Prefect's temporary server: its lease reaper does not run, so"
                 " slots held by a killed run stay taken; free them with `prefect gcl update %s"
                 " --active-slots 0` when no run is active",
-                pacing.shared_limit, pacing.shared_limit,
-            )  # fmt: skip
+                pacing.shared_limit,
+                pacing.shared_limit,
+            )
     task_runs = params.task_run_per_job
     if task_runs is None:
         task_runs = len(plan.jobs) <= TASK_RUN_PER_JOB_UP_TO
     budget = BudgetGuard(params.budget_usd)
-    pacer = Pacer(pacing)
+    pacer = make_pacer(pacing)
     admission = Admission(pacer, budget)
     fal = build_fal_runner(params, info, admission, limits) if info.is_fal and plan.jobs else None
     handler = FlowJobs(JobContext(storage, fal, params.verify, limits), task_runs=task_runs)
@@ -260,9 +275,13 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         async with cancel_requests(cancel), progress_artifact(progress):
             # AuthError: the key is bad for every job; the pool stops and re-raises it.
             pool = await run_pool(
-                plan.jobs, handler, admission, cancel=cancel, on_row=progress.advance,
+                plan.jobs,
+                handler,
+                admission,
+                cancel=cancel,
+                on_row=progress.advance,
                 fatal=(AuthError,),
-            )  # fmt: skip
+            )
     finally:
         progress.stop()
         await pacer.aclose()
@@ -274,20 +293,25 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
     safe_params = params.model_dump(mode="json")
     summary = write_reports(
-        storage, run_name, rows, safe_params,
+        storage,
+        run_name,
+        rows,
+        safe_params,
         {"total_s": round(time.perf_counter() - t0, 3), "jobs_s": round(jobs_s, 3)},
         params.budget_usd,
         extra={
             "cancelled": pool.cancelled,
             "budget": budget_summary(budget),
             "pacing": {
-                "max_in_flight": pacing.max_in_flight, "peak_in_flight": pacer.peak_in_flight,
-                "submit_rate_per_s": pacing.submit_rate_per_s, "task_run_per_job": task_runs,
+                "max_in_flight": pacing.max_in_flight,
+                "peak_in_flight": pacer.peak_in_flight,
+                "submit_rate_per_s": pacing.submit_rate_per_s,
+                "task_run_per_job": task_runs,
                 "shared_limit": pacing.shared_limit,
                 "shared_slots_acquired": pacer.shared.acquired if pacer.shared else 0,
             },
         },
-    )  # fmt: skip
+    )
     summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     await publish_artifacts(storage, run_name, rows, params.budget_usd)
     logger.info("run %s: %s", run_name, summary["counts"])

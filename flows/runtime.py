@@ -21,7 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
 
-from tasks.progress import RunProgress
+from tasks.run.progress import RunProgress
 
 CANCEL_POLL_S = 2.0  # how often the run asks the server whether it was cancelled
 PROGRESS_EVERY_S = 2.0  # at most one progress artifact update per this many seconds

@@ -27,11 +27,11 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
 
 from flows.params import RunParams
-from tasks.jobs import Job, Status, now_iso
-from tasks.manifest import Manifest
-from tasks.plan import Plan
-from tasks.report import result_row
-from tasks.storage import Storage
+from tasks.ledger.jobs import Job, Status, now_iso
+from tasks.manifest.plan import Plan
+from tasks.manifest.read import Manifest
+from tasks.report.tables import result_row
+from tasks.storage.store import Storage
 
 Runner = Callable[[RunParams], Awaitable[dict[str, Any]]]
 WORKER_LABEL = "prefect.worker.name"  # set on a flow run by the worker that runs it
@@ -110,9 +110,13 @@ def budget_shares(budget_usd: float | None, parts: Sequence[Sequence[Job]]) -> l
 
 
 def write_shards(
-    storage: Storage, run_name: str, manifest: Manifest, plan: Plan, shard_size: int,
+    storage: Storage,
+    run_name: str,
+    manifest: Manifest,
+    plan: Plan,
+    shard_size: int,
     budget_usd: float | None,
-) -> list[Shard]:  # fmt: skip
+) -> list[Shard]:
     """Write ``runs/{run}/shards/NNN.jsonl`` for each slice of the plan's jobs."""
     by_row = {r.row: r for r in manifest.rows}
     parts = split_jobs(plan.jobs, shard_size)
@@ -235,19 +239,24 @@ async def run_on_workers(
                 parameters={"params": child.model_dump(mode="json")},
                 flow_run_name=shard.run_name.replace("/shards/", "-shard-"),
                 idempotency_key=f"{attempt}:{shard.run_name}" if attempt else None,
-                timeout=None, poll_interval=poll, as_subflow=True,
-            )  # fmt: skip
+                timeout=None,
+                poll_interval=poll,
+                as_subflow=True,
+            )
         except Exception as exc:  # the API refused this shard: report it, keep the others
             return collect(storage, shard, "NotStarted", message=f"{type(exc).__name__}: {exc}")
         state = flow_run.state
         infra = flow_run.infrastructure_pid or ""
         worker = flow_run.labels.get(WORKER_LABEL)
         return collect(
-            storage, shard, (state.name or state.type.value) if state else "Unknown",
-            flow_run_id=str(flow_run.id), worker=None if worker is None else str(worker),
+            storage,
+            shard,
+            (state.name or state.type.value) if state else "Unknown",
+            flow_run_id=str(flow_run.id),
+            worker=None if worker is None else str(worker),
             host=infra.rsplit(":", 1)[0] or None,
             message=(state.message if state and not state.is_completed() else None),
-        )  # fmt: skip
+        )
 
     return list(await asyncio.gather(*(one(shard) for shard in shards)))
 
@@ -275,22 +284,32 @@ def current_deployment_id() -> UUID | None:
 
 
 async def run_sharded(
-    params: RunParams, run_name: str, manifest: Manifest, plan: Plan, storage: Storage,
-    runner: Runner, t0: float,
-) -> dict[str, Any]:  # fmt: skip
+    params: RunParams,
+    run_name: str,
+    manifest: Manifest,
+    plan: Plan,
+    storage: Storage,
+    runner: Runner,
+    t0: float,
+) -> dict[str, Any]:
     """Run the plan's jobs as shards, then write one merged report; return its summary."""
     # flows.removal imports this module: take its report helpers at call time.
     from flows.artifacts import publish_artifacts
     from flows.removal import duplicate_rows
-    from tasks.report import write_reports
+    from tasks.report.tables import write_reports
 
     logger = get_run_logger()
     assert params.shard_size  # wants_shards() said so
     shards = write_shards(storage, run_name, manifest, plan, params.shard_size, params.budget_usd)
     deployment_id = current_deployment_id()
     where = f"deployment {deployment_id}" if deployment_id else "this process"
-    logger.info("%d jobs in %d shards of up to %d, on %s", len(plan.jobs), len(shards),
-                params.shard_size, where)  # fmt: skip
+    logger.info(
+        "%d jobs in %d shards of up to %d, on %s",
+        len(plan.jobs),
+        len(shards),
+        params.shard_size,
+        where,
+    )
     t_jobs = time.perf_counter()
     if deployment_id:
         outcomes = await run_on_workers(deployment_id, params, shards, storage)
@@ -302,9 +321,14 @@ async def run_sharded(
     rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
     timings = {"total_s": round(time.perf_counter() - t0, 3), "jobs_s": round(jobs_s, 3)}
     summary = write_reports(
-        storage, run_name, rows, params.model_dump(mode="json"), timings, params.budget_usd,
+        storage,
+        run_name,
+        rows,
+        params.model_dump(mode="json"),
+        timings,
+        params.budget_usd,
         extra={"shards": [outcome.info() for outcome in outcomes]},
-    )  # fmt: skip
+    )
     await publish_artifacts(storage, run_name, rows, params.budget_usd)
     bad = [o.shard.label for o in outcomes if o.state != "Completed"]
     if bad:

@@ -20,14 +20,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tasks.samples import make_person_clip  # noqa: E402
+from tasks.media.samples import make_person_clip  # noqa: E402
 from tests.fakes.prefect_stack import PrefectStack, wait_final  # noqa: E402
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--run-all-compositor-stages-before-draw",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--run-all-compositor-stages-before-draw",
+]
 
 
 def chromium() -> str:
@@ -41,9 +48,14 @@ def screenshot(url: str, out: Path, *, size: str = "1400,1000", wait_ms: int = 1
     """One page, after its scripts have had ``wait_ms`` of virtual time to fetch and render."""
     with tempfile.TemporaryDirectory(prefix="matteflow-chromium-") as profile:
         cmd = [
-            chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
-            f"--virtual-time-budget={wait_ms}", f"--screenshot={out}", url,
-        ]  # fmt: skip
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={size}",
+            f"--virtual-time-budget={wait_ms}",
+            f"--screenshot={out}",
+            url,
+        ]
         subprocess.run(cmd, check=True, timeout=180, capture_output=True)
     print(f"{out}  <-  {url}")
 
@@ -75,36 +87,47 @@ def main() -> None:
     from prefect import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with tempfile.TemporaryDirectory(prefix="matteflow-ui-") as tmp, PrefectStack(
-        Path(tmp), REPO, ui=True
-    ) as stack:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="matteflow-ui-") as tmp,
+        PrefectStack(Path(tmp), REPO, ui=True) as stack,
+    ):
         workdir = Path(tmp)
         manifest = write_catalog(workdir)
         run_params = {
-            "manifest": str(manifest), "endpoint": "local", "output": str(workdir / "output"),
-            "run_name": "nightly-catalog", "background": "transparent", "shard_size": 2,
+            "manifest": str(manifest),
+            "endpoint": "local",
+            "output": str(workdir / "output"),
+            "run_name": "nightly-catalog",
+            "background": "transparent",
+            "shard_size": 2,
             "budget_usd": 5.0,
-        }  # fmt: skip
+        }
         from flows.params import RunParams
 
         if "allow_local_inputs" in RunParams.model_fields:  # deployed runs refuse local files
             run_params["allow_local_inputs"] = True  # unless asked to (the sample clips are)
         config = {
-            "name": "catalog", "work_pool": "matteflow", "source": ".",
+            "name": "catalog",
+            "work_pool": "matteflow",
+            "source": ".",
             "parameters": run_params,
             "schedule": {"cron": "0 2 * * *", "timezone": "UTC", "active": False},
             "secret_blocks": {"FAL_KEY": "matteflow-fal-key"},
-        }  # fmt: skip
+        }
         (workdir / "deployment.yaml").write_text(json.dumps(config))
         stack.start_server()
         subprocess.run(
             [sys.executable, "-m", "flows.deploy", "--config", str(workdir / "deployment.yaml")],
-            cwd=REPO, env=stack.env(), check=True, timeout=300,
-        )  # fmt: skip
+            cwd=REPO,
+            env=stack.env(),
+            check=True,
+            timeout=300,
+        )
         stack.start_worker("worker-1", "matteflow", limit=4)
-        with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(
-            sync_client=True
-        ) as client:  # fmt: skip
+        with (
+            temporary_settings({PREFECT_API_URL: stack.api_url}),
+            get_client(sync_client=True) as client,
+        ):
             deployment = client.read_deployment_by_name("matteflow/catalog")
             parent = client.create_flow_run_from_deployment(
                 deployment.id, parameters={"params": run_params}
@@ -130,8 +153,12 @@ def main() -> None:
         ]
         for path, name, size in shots:
             # The deployment page fades in its runs list: give it longer.
-            screenshot(f"{ui}/{path}", args.out / name, size=size,
-                       wait_ms=30000 if name == "ui-deployment.png" else 15000)  # fmt: skip
+            screenshot(
+                f"{ui}/{path}",
+                args.out / name,
+                size=size,
+                wait_ms=30000 if name == "ui-deployment.png" else 15000,
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,111 @@ Messages never contain secrets: callers pass URLs through ``redact_url`` first.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Every code that can reach a results row's ``error_code``, with its one-line meaning.
+
+    The README's table of codes is checked against this registry (tests/tasks/test_errors.py).
+    Members are strings, so a code compares equal to its value in rows read back from files.
+    """
+
+    def __new__(cls, value: str, meaning: str = "") -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning  # type: ignore[attr-defined]
+        return member
+
+    # The manifest, or one of its rows
+    manifest_error = "manifest_error", "the manifest cannot be used"
+    manifest_not_found = "manifest_not_found", "no manifest at that path or URL"
+    manifest_unreadable = "manifest_unreadable", "the manifest's storage refused the read"
+    manifest_format = "manifest_format", "not a CSV, JSONL or Parquet file"
+    manifest_encoding = "manifest_encoding", "the manifest is not UTF-8 (or UTF-16 with a BOM)"
+    manifest_empty = "manifest_empty", "the manifest file is empty"
+    manifest_no_rows = "manifest_no_rows", "the manifest has a header but no rows"
+    manifest_no_video_url = "manifest_no_video_url", "the manifest has no video_url column"
+    manifest_duplicate_columns = "manifest_duplicate_columns", "two columns share a name"
+    manifest_delimiter = "manifest_delimiter", "the CSV uses another delimiter than a comma"
+    manifest_parse = "manifest_parse", "the manifest could not be parsed"
+    bad_row = "bad_row", "a ragged CSV line or an unreadable JSONL line"
+    unsupported_scheme = (
+        "unsupported_scheme",
+        "video_url is empty, not a URL, or of a scheme not read",
+    )
+    invalid_options = "invalid_options", "the row's endpoint options are not valid"
+    local_input_refused = "local_input_refused", "a local file this run may not read"
+    # Inputs
+    input_error = "input_error", "the input video cannot be used"
+    input_not_found = "input_not_found", "no input at that URL (404, or no such file)"
+    input_forbidden = "input_forbidden", "the input's server refused access (401/403)"
+    input_http_error = "input_http_error", "the input's server answered another HTTP error"
+    input_unreachable = "input_unreachable", "the input's server could not be reached"
+    input_unreadable = "input_unreadable", "the input could not be read"
+    input_html = "input_html", "the URL returns a web page, not a video"
+    input_empty = "input_empty", "the input file is empty"
+    input_undecodable = "input_undecodable", "the input is not a readable video"
+    input_no_video = "input_no_video", "the input has no video stream"
+    input_no_frames = "input_no_frames", "the input has no decodable video frame"
+    input_odd_size = "input_odd_size", "4:2:0 output needs even width and height"
+    input_too_large = "input_too_large", "the input is over MATTEFLOW_INPUT_MAX_BYTES"
+    input_too_long = "input_too_long", "the input is over MATTEFLOW_INPUT_MAX_DURATION_S"
+    input_too_many_pixels = "input_too_many_pixels", "the input is over MATTEFLOW_INPUT_MAX_PIXELS"
+    input_too_many_frames = "input_too_many_frames", "the input is over MATTEFLOW_INPUT_MAX_FRAMES"
+    upload_disabled = "upload_disabled", "a local input for fal, with uploads turned off"
+    # Endpoints
+    endpoint_error = "endpoint_error", "the removal endpoint refused or failed the job"
+    endpoint_transient = (
+        "endpoint_transient",
+        "a transient endpoint error that outlasted its retries",
+    )
+    submit_unknown = (
+        "submit_unknown",
+        "a submit may have reached fal: not repeated without --resubmit-unknown",
+    )
+    auth_error = "auth_error", "fal refused the key (401/403): the run stops"
+    fal_http_error = "fal_http_error", "fal answered an HTTP error"
+    fal_validation_error = "fal_validation_error", "fal refused the job's input (422)"
+    fal_bad_result = "fal_bad_result", "fal's result has no usable video output"
+    fal_download_failed = "fal_download_failed", "the output could not be downloaded from fal's CDN"
+    fal_request_not_found = "fal_request_not_found", "fal does not know the saved request id"
+    fal_timeout = "fal_timeout", "the job did not finish within MATTEFLOW_FAL_JOB_TIMEOUT_S"
+    fal_job_error = "fal_job_error", "the job failed at fal"
+    # The local engine
+    engine_failed = "engine_failed", "the local engine could not process the video"
+    missing_extra = "missing_extra", "an optional dependency of the chosen model is not installed"
+    model_error = "model_error", "the model's weights could not be loaded or run"
+    internal_error = "internal_error", "a matteflow bug: the traceback is in the log"
+    # Verification of outputs
+    verification_failed = "verification_failed", "the output failed its checks"
+    output_missing = "output_missing", "no output file"
+    output_empty = "output_empty", "the output file is empty"
+    output_not_video = "output_not_video", "the output is not a video"
+    output_truncated = "output_truncated", "the output ends early"
+    output_undecodable = "output_undecodable", "the output cannot be decoded"
+    wrong_container = "wrong_container", "the output's container is not the one asked for"
+    wrong_codec = "wrong_codec", "the output's codec is not the one asked for"
+    alpha_missing = "alpha_missing", "a transparent output without alpha"
+    alpha_unexpected = "alpha_unexpected", "alpha where the output should be opaque"
+    frame_count = "frame_count", "the output's frame count differs from the input's"
+    wrong_size = "wrong_size", "the output's size differs from what was expected"
+    wrong_fps = "wrong_fps", "the output's frame rate differs from the input's"
+    wrong_duration = "wrong_duration", "the output's duration differs from the input's"
+    matte_empty = "matte_empty", "the matte removed everything"
+    matte_full = "matte_full", "the matte removed nothing"
+    matte_flicker = "matte_flicker", "the matte flickers from frame to frame"
+    mask_undecodable = "mask_undecodable", "the mask video cannot be decoded"
+    mask_frame_count = "mask_frame_count", "the mask video's frame count differs from the output's"
+    mask_mismatch = "mask_mismatch", "the mask disagrees with the output's alpha"
+    # Storage and the run
+    storage_error = "storage_error", "object storage refused a read or a write"
+    storage_unavailable = "storage_unavailable", "object storage kept failing after retries"
+    budget_exceeded = "budget_exceeded", "the job would overrun the run's budget"
+    shard_failed = "shard_failed", "the shard's child flow run ended without results"
+    cancelled = "cancelled", "the run was cancelled before the job finished"
+    error = "error", "an error without a more specific code"
+
 
 class MatteflowError(Exception):
     """Base of all matteflow errors; ``code`` is stable and machine-readable."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.samples import make_composite_clip, make_person_clip
+from tasks.media.samples import make_composite_clip, make_person_clip
 from tests.fakes.fal_server import FakeFal
 from tests.fakes.seaweed import SeaweedS3
 from tests.hardening.canary import canary_env, leaks_in_files, leaks_in_text, live_run

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from tasks.endpoints import birefnet, pixelcut
 from tasks.endpoints.local import LocalOptions
-from tasks.formats import OutputFormat
+from tasks.media.formats import OutputFormat
 
 
 class EndpointName(StrEnum):

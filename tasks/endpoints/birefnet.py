@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.formats import OutputFormat
+from tasks.media.formats import OutputFormat
 
 APP = "fal-ai/birefnet/v2/video"
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from tasks.options import RemovalOptions
+from tasks.endpoints.options import RemovalOptions
 
 
 class LocalModel(StrEnum):
@@ -56,13 +56,17 @@ class LocalOptions(RemovalOptions):
         description="image: per-frame model like BiRefNet; recurrent: RobustVideoMatting-like.",
     )
     onnx_input_side: int | None = Field(
-        None, ge=16, le=4096,
+        None,
+        ge=16,
+        le=4096,
         description="Image models with dynamic input size: side of the square input (1024).",
-    )  # fmt: skip
+    )
     onnx_downsample_ratio: float | None = Field(
-        None, gt=0.0, le=1.0,
+        None,
+        gt=0.0,
+        le=1.0,
         description="Recurrent models: downsample_ratio (default: coarse pass about 512 px).",
-    )  # fmt: skip
+    )
 
     @model_validator(mode="after")
     def _model_consistent(self) -> LocalOptions:

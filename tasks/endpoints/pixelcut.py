@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.options import Background, RemovalOptions
+from tasks.endpoints.options import Background, RemovalOptions
 
 APP = "pixelcut/video-background-removal"
 

@@ -41,7 +41,7 @@ def _ort() -> Any:
 
 def _model_source(url: str) -> str | bytes:
     """A local path as is (onnxruntime then finds external weight files beside it), or bytes."""
-    from tasks.storage import redact_url
+    from tasks.storage.store import redact_url
 
     if "://" not in url or url.startswith("file://"):
         path = Path(url.removeprefix("file://")).expanduser()

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from tasks.endpoints.local import LocalOptions
+from tasks.endpoints.options import RemovalOptions
 from tasks.engine.composite import (
     GIF_PALETTE,
     over_colour,
@@ -40,8 +41,7 @@ from tasks.engine.refine import EdgeRefiner, upscale_alpha
 from tasks.engine.segment import RGBFrame, Segmenter, clean_matte, input_size
 from tasks.engine.smooth import Smoother, make_smoother
 from tasks.errors import InputError
-from tasks.formats import FormatSpec, OutputFormat, spec_for
-from tasks.options import RemovalOptions
+from tasks.media.formats import FormatSpec, OutputFormat, spec_for
 
 # Encoder settings chosen for speed at good quality on a CPU.
 ENCODER_OPTIONS: dict[str, dict[str, str]] = {

@@ -54,9 +54,9 @@ import av
 import httpx
 import numpy as np
 
+from tasks.endpoints.options import RemovalOptions
 from tasks.engine.pipeline import remove_background
-from tasks.formats import OutputFormat, spec_for
-from tasks.options import RemovalOptions
+from tasks.media.formats import OutputFormat, spec_for
 
 PIXELCUT = "pixelcut/video-background-removal"
 BIREFNET = "fal-ai/birefnet/v2/video"
@@ -598,9 +598,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(404, {"detail": "Not found"}, kind="file")
                 return
             self._send(
-                200, target.read_bytes(), kind="file",
+                200,
+                target.read_bytes(),
+                kind="file",
                 headers={"Content-Type": "application/octet-stream"},
-            )  # fmt: skip
+            )
             return
         job, what = self._request_target()
         kind = "status" if what == "status" else "result"
@@ -640,14 +642,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"detail": "Request is still in progress"}, kind="result")
         elif job.validation is not None:
             self._send(
-                422, {"detail": job.validation}, kind="result",
+                422,
+                {"detail": job.validation},
+                kind="result",
                 headers={"X-Fal-Error-Type": "validation_error"},
-            )  # fmt: skip
+            )
         elif job.error:
             self._send(
-                500, {"detail": job.error}, kind="result",
+                500,
+                {"detail": job.error},
+                kind="result",
                 headers={"X-Fal-Error-Type": job.error_type or "runner_error"},
-            )  # fmt: skip
+            )
         else:
             self._send(200, job.result, kind="result", headers={"x-fal-request-id": job.id})
 

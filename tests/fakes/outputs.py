@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tasks.engine.composite import GIF_PALETTE, over_colour, to_gif_indices, to_rgba
-from tasks.formats import FORMATS, FormatSpec, OutputFormat, spec_for
+from tasks.media.formats import FORMATS, FormatSpec, OutputFormat, spec_for
 
 GREEN = (0, 177, 64)
 U8 = npt.NDArray[np.uint8]

@@ -99,9 +99,13 @@ class PrefectStack:
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with self.log(name).open("wb") as out:
             proc = subprocess.Popen(
-                args, cwd=self.repo, env=env, stdout=out, stderr=subprocess.STDOUT,
+                args,
+                cwd=self.repo,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         self.procs[name] = proc
         return proc
 

@@ -79,14 +79,23 @@ class SeaweedS3:
         keys = [*(f"{n}.grpc" for n in names), "master", "volume", "filer"]
         ports = dict(zip(keys, free_ports(len(keys), avoid=self.s3_port), strict=True))
         cmd = [
-            weed_binary(), "server", f"-dir={self.workdir}", "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1", "-s3", f"-s3.port={self.s3_port}",
-            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-            f"-filer.port={ports['filer']}", "-volume.max=200", "-master.volumeSizeLimitMB=64",
+            weed_binary(),
+            "server",
+            f"-dir={self.workdir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-s3",
+            f"-s3.port={self.s3_port}",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            "-volume.max=200",
+            "-master.volumeSizeLimitMB=64",
             "-master.telemetry=false",  # tests talk to loopback only
-            "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed default ports would collide
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",  # fixed default ports would collide
             *(f"-{n.split('.')[0]}.port.grpc={p}" for n, p in ports.items() if n.endswith(".grpc")),
-        ]  # fmt: skip
+        ]
         log = (self.workdir / "weed.log").open("ab")
         # weed turns AWS_* variables into its only identity; without them it takes any key.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

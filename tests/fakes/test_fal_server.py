@@ -15,8 +15,10 @@ def test_concurrency_cap_queue_and_counters(tmp_path: Path, clips: dict[str, Pat
         url = fake.serve_file(clips["silent"])
         auth = {"Authorization": f"Key {fake.key}"}
         with httpx.Client(headers=auth, timeout=10) as client:
-            subs = [client.post(f"{fake.base_url}/{PIXELCUT}", json={"video_url": url}).json()
-                    for _ in range(5)]  # fmt: skip
+            subs = [
+                client.post(f"{fake.base_url}/{PIXELCUT}", json={"video_url": url}).json()
+                for _ in range(5)
+            ]
             states = [client.get(s["status_url"]).json()["status"] for s in subs]
             assert states.count("IN_QUEUE") >= 2
             deadline = time.monotonic() + 30

@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.params import RunParams
-from tests.tasks.test_report import assert_cost_report_adds_up
+from tests.tasks.report.test_tables import assert_cost_report_adds_up
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +22,32 @@ pytestmark = pytest.mark.integration
 def write_manifest(path: Path, clips: dict[str, Path], junk: Path) -> Path:
     rows = [
         {"id": "person", "video_url": str(clips["person"]), "background": "", "output_format": ""},
-        {"id": "green", "video_url": str(clips["silent"]), "background": "green", "output_format": "mp4_h264"},
-        {"id": "gone", "video_url": str(path.parent / "missing.mp4"), "background": "", "output_format": ""},
+        {
+            "id": "green",
+            "video_url": str(clips["silent"]),
+            "background": "green",
+            "output_format": "mp4_h264",
+        },
+        {
+            "id": "gone",
+            "video_url": str(path.parent / "missing.mp4"),
+            "background": "",
+            "output_format": "",
+        },
         {"id": "junk", "video_url": str(junk), "background": "", "output_format": ""},
-        {"id": "bad-options", "video_url": str(clips["person"]), "background": "transparent", "output_format": "mp4_h264"},
-        {"id": "person-again", "video_url": str(clips["person"]), "background": "", "output_format": ""},
-    ]  # fmt: skip
+        {
+            "id": "bad-options",
+            "video_url": str(clips["person"]),
+            "background": "transparent",
+            "output_format": "mp4_h264",
+        },
+        {
+            "id": "person-again",
+            "video_url": str(clips["person"]),
+            "background": "",
+            "output_format": "",
+        },
+    ]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -61,9 +81,13 @@ async def test_flow_run_publishes_results_costs_progress_and_links(
     folder = output / "runs" / "art"
     results = pd.read_csv(folder / "results.csv").set_index("id")
     assert results["status"].to_dict() == {
-        "person": "succeeded", "green": "succeeded", "gone": "failed", "junk": "failed",
-        "bad-options": "invalid", "person-again": "succeeded",
-    }  # fmt: skip
+        "person": "succeeded",
+        "green": "succeeded",
+        "gone": "failed",
+        "junk": "failed",
+        "bad-options": "invalid",
+        "person-again": "succeeded",
+    }
     assert results.loc["gone", "error_code"] == "input_not_found"
     assert results.loc["junk", "error_code"] == "input_undecodable"
     assert results.loc["person", "verified"] and results.loc["person", "has_alpha"]

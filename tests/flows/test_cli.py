@@ -15,15 +15,30 @@ runner = CliRunner()
 def test_run_with_flags_overrides_and_summary(clips: dict[str, Path], tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     pd.DataFrame(
-        [{"video_url": str(clips["silent"]), "output_format": ""},
-         {"video_url": str(clips["silent"]), "output_format": "gif"}]
-    ).to_csv(manifest, index=False)  # fmt: skip
+        [
+            {"video_url": str(clips["silent"]), "output_format": ""},
+            {"video_url": str(clips["silent"]), "output_format": "gif"},
+        ]
+    ).to_csv(manifest, index=False)
     result = runner.invoke(
         app,
-        ["run", str(manifest), "--endpoint", "local", "--output", f"file://{tmp_path}/o",
-         "--run-name", "cli", "--background", "custom", "--background-color", "0,0,255",
-         "--output-format", "mkv_h265"],
-    )  # fmt: skip
+        [
+            "run",
+            str(manifest),
+            "--endpoint",
+            "local",
+            "--output",
+            f"file://{tmp_path}/o",
+            "--run-name",
+            "cli",
+            "--background",
+            "custom",
+            "--background-color",
+            "0,0,255",
+            "--output-format",
+            "mkv_h265",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "succeeded" in result.output and "reports:" in result.output
     results = pd.read_csv(tmp_path / "o/runs/cli/results.csv")

@@ -30,10 +30,27 @@ def test_ctrl_c_cancels_queued_fal_jobs_and_writes_the_partial_report(
         env.pop("PREFECT_API_URL", None)  # the CLI's own temporary server, as a user would run it
         out = tmp_path / "out"
         cli = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "run", str(manifest), "--endpoint", "pixelcut",
-             "--output", str(out), "--run-name", "c", "--max-in-flight", "5"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "run",
+                str(manifest),
+                "--endpoint",
+                "pixelcut",
+                "--output",
+                str(out),
+                "--run-name",
+                "c",
+                "--max-in-flight",
+                "5",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 120
             while sum(j.state == "IN_QUEUE" for j in fake.jobs.values()) < 3:

@@ -80,10 +80,12 @@ async def test_deploy_creates_pool_limit_and_deployment_with_schedule_off() -> N
     from flows.deploy import deploy_all
 
     config = DeployConfig(
-        name="t-catalog", work_pool="t-pool", concurrency_limits={"t-fal-account": 3},
+        name="t-catalog",
+        work_pool="t-pool",
+        concurrency_limits={"t-fal-account": 3},
         secret_blocks={"FAL_KEY": "t-fal"},
         schedule={"cron": "0 2 * * *", "parameters": {"manifest": "s3://b/m.csv"}},
-    )  # fmt: skip
+    )
     deployment_id = await deploy_all(config, REPO)
     async with get_client() as client:
         deployment = await client.read_deployment(deployment_id)
@@ -149,18 +151,24 @@ def write_manifest(path: Path, video: str) -> list[dict[str, str]]:
 def fake_fal_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeFal]:
     """A fake fal with room for more jobs than the account cap: only our limit holds it."""
     with FakeFal(
-        tmp_path_factory.mktemp("fakefal"), latency_s=3.0, concurrency=4,
+        tmp_path_factory.mktemp("fakefal"),
+        latency_s=3.0,
+        concurrency=4,
         key=FAL_KEY,
-    ) as fake:  # fmt: skip
+    ) as fake:
         yield fake
 
 
 @pytest.mark.slow
 @pytest.mark.integration
 def test_ui_run_shards_over_two_workers(
-    stack: PrefectStack, seaweed: SeaweedS3, s3_bucket: str, clips: dict[str, Path],
-    fake_fal_shared: FakeFal, tmp_path: Path,
-) -> None:  # fmt: skip
+    stack: PrefectStack,
+    seaweed: SeaweedS3,
+    s3_bucket: str,
+    clips: dict[str, Path],
+    fake_fal_shared: FakeFal,
+    tmp_path: Path,
+) -> None:
     from prefect import get_client
     from prefect.blocks.system import Secret
     from prefect.client.schemas.filters import (
@@ -179,11 +187,13 @@ def test_ui_run_shards_over_two_workers(
     fs = s3fs.S3FileSystem(**seaweed.storage_options())
     fs.put_file(str(tmp_path / "catalog.csv"), f"{s3_bucket}/manifests/catalog.csv")
     config = {
-        "name": "it-catalog", "work_pool": POOL, "source": ".",
+        "name": "it-catalog",
+        "work_pool": POOL,
+        "source": ".",
         "secret_blocks": {"FAL_KEY": "it-fal-key", "AWS_SECRET_ACCESS_KEY": "it-s3-secret"},
         "concurrency_limits": {"it-fal-account": ACCOUNT_CAP},
         "schedule": {"cron": "0 2 * * *", "active": False},
-    }  # fmt: skip
+    }
     config_path = tmp_path / "deployment.yaml"
     config_path.write_text(yaml.safe_dump(config))
 
@@ -193,13 +203,18 @@ def test_ui_run_shards_over_two_workers(
         # `make deploy`: pool, limits, deployment, as a separate process like the Make target.
         subprocess.run(
             [sys.executable, "-m", "flows.deploy", "--config", str(config_path)],
-            cwd=REPO, env=stack.env(), check=True, timeout=180,
-        )  # fmt: skip
+            cwd=REPO,
+            env=stack.env(),
+            check=True,
+            timeout=180,
+        )
         # Workers know where fal and S3 are, but neither secret: those come from Secret blocks.
         worker_env = {
-            "AWS_ACCESS_KEY_ID": "matteflow-test", "AWS_DEFAULT_REGION": "us-east-1",
-            "FAL_QUEUE_URL": fake.queue_url, "FAL_REST_URL": fake.rest_url,
-        }  # fmt: skip
+            "AWS_ACCESS_KEY_ID": "matteflow-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FAL_QUEUE_URL": fake.queue_url,
+            "FAL_REST_URL": fake.rest_url,
+        }
         for name in sorted(WORKERS):
             stack.start_worker(name, POOL, limit=2, **worker_env)
         stack.wait_for_workers(POOL, WORKERS)
@@ -211,12 +226,16 @@ def test_ui_run_shards_over_two_workers(
             assert limit.limit == ACCOUNT_CAP
             parameters = {
                 "params": {
-                    "manifest": f"{s3_bucket}/manifests/catalog.csv", "endpoint": "pixelcut",
-                    "output": s3_bucket, "s3_endpoint_url": seaweed.endpoint_url,
-                    "run_name": "nightly", "shard_size": 2, "max_in_flight": ACCOUNT_CAP,
+                    "manifest": f"{s3_bucket}/manifests/catalog.csv",
+                    "endpoint": "pixelcut",
+                    "output": s3_bucket,
+                    "s3_endpoint_url": seaweed.endpoint_url,
+                    "run_name": "nightly",
+                    "shard_size": 2,
+                    "max_in_flight": ACCOUNT_CAP,
                     "shared_limit": "it-fal-account",
                 }
-            }  # fmt: skip
+            }
             # What the UI's "Run" button does: POST /deployments/{id}/create_flow_run.
             parent = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
             try:
@@ -233,8 +252,9 @@ def test_ui_run_shards_over_two_workers(
             logs: list[Any] = []
             while page := client.read_logs(
                 log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)),
-                limit=200, offset=len(logs),
-            ):  # fmt: skip
+                limit=200,
+                offset=len(logs),
+            ):
                 logs.extend(page)
 
     # Three shards of two jobs each, spread over both workers.

@@ -204,8 +204,8 @@ async def test_shared_limit_caps_two_runs_together(
     """Two runs on one account (as two workers would be): the Prefect limit holds across both."""
     from prefect.client.orchestration import get_client
 
+    from flows.concurrency import ensure_shared_limit
     from flows.removal import remove_backgrounds
-    from tasks.pacing import ensure_shared_limit
 
     await ensure_shared_limit("test-fal-account", 7)  # resized by the runs below
     async with get_client() as client:

@@ -123,9 +123,12 @@ def test_summary_json_has_counts_totals_and_no_secrets(
 
 @pytest.mark.integration
 def test_s3_output_on_a_real_server(
-    clips: dict[str, Path], tmp_path: Path, seaweed: SeaweedS3, s3_bucket: str,
+    clips: dict[str, Path],
+    tmp_path: Path,
+    seaweed: SeaweedS3,
+    s3_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "matteflow-test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "matteflow-test-secret")
     fs = s3fs.S3FileSystem(**seaweed.storage_options())
@@ -135,9 +138,12 @@ def test_s3_output_on_a_real_server(
         json.dumps({"id": "p", "video_url": f"{s3_bucket}/in/person.mp4"}).encode() + b"\n",
     )
     params = RunParams(
-        manifest=f"{s3_bucket}/in/m.jsonl", output=f"{s3_bucket}/out", run_name="s3",
-        s3_endpoint_url=seaweed.endpoint_url, output_format="mov_proresks",
-    )  # fmt: skip
+        manifest=f"{s3_bucket}/in/m.jsonl",
+        output=f"{s3_bucket}/out",
+        run_name="s3",
+        s3_endpoint_url=seaweed.endpoint_url,
+        output_format="mov_proresks",
+    )
     summary = run(params)
     assert summary["counts"]["succeeded"] == 1
     results = pd.read_parquet(fs.open(f"{s3_bucket}/out/runs/s3/results.parquet"))

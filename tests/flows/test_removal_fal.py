@@ -45,9 +45,12 @@ async def test_fifty_rows_with_transient_faults(
 
     async def run() -> dict[str, object]:
         params = RunParams(
-            manifest=str(manifest), endpoint="pixelcut", output=str(out), run_name="r1",
+            manifest=str(manifest),
+            endpoint="pixelcut",
+            output=str(out),
+            run_name="r1",
             max_in_flight=8,
-        )  # fmt: skip
+        )
         return await remove_backgrounds(params)
 
     # Faults on every other kind of call, at the same rate, for the rest of the run.
@@ -127,9 +130,20 @@ def test_killed_run_resumes_without_double_submits(
         out = tmp_path / "out"
         env = {**os.environ, **fake.env(), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
         cmd = [
-            sys.executable, "-m", "flows.cli", "run", str(manifest), "--endpoint", "pixelcut",
-            "--output", str(out), "--run-name", "kill", "--max-in-flight", "4",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "run",
+            str(manifest),
+            "--endpoint",
+            "pixelcut",
+            "--output",
+            str(out),
+            "--run-name",
+            "kill",
+            "--max-in-flight",
+            "4",
+        ]
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )

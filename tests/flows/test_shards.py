@@ -22,18 +22,23 @@ from flows.shards import (
     write_shards,
 )
 from tasks.endpoints import EndpointName, endpoint_info
-from tasks.jobs import Job
-from tasks.manifest import read_manifest
-from tasks.plan import plan_jobs
-from tasks.report import result_row, write_reports
-from tasks.storage import Storage
+from tasks.ledger.jobs import Job
+from tasks.manifest.plan import plan_jobs
+from tasks.manifest.read import read_manifest
+from tasks.report.tables import result_row, write_reports
+from tasks.storage.store import Storage
 
 
 def job(row: int, cost: float = 0.0) -> Job:
     return Job(
-        key=f"k{row:031d}", row=row, id=f"id{row}", video_url=f"/v/{row}.mp4",
-        endpoint="local", params={}, estimated_cost_usd=cost,
-    )  # fmt: skip
+        key=f"k{row:031d}",
+        row=row,
+        id=f"id{row}",
+        video_url=f"/v/{row}.mp4",
+        endpoint="local",
+        params={},
+        estimated_cost_usd=cost,
+    )
 
 
 def test_split_jobs_keeps_order_and_sizes() -> None:
@@ -97,8 +102,10 @@ def test_write_shards_keeps_ids_and_overrides(tmp_path: Path) -> None:
     assert [j.key for j in plan_jobs(child, info, {}).jobs] == [j.key for j in shards[0].jobs]
     params = child_params(RunParams(manifest="x.csv", shard_size=2, budget_usd=1.0), shards[1])
     assert (params.run_name, params.shard_size, params.manifest) == (
-        "run1/shards/002", None, shards[1].manifest,
-    )  # fmt: skip
+        "run1/shards/002",
+        None,
+        shards[1].manifest,
+    )
 
 
 @pytest.mark.slow
@@ -114,9 +121,14 @@ async def test_in_process_shards_merge_into_one_report(
         {"id": "p-green", "video_url": person, "background": "green", "output_format": "mp4_h264"},
         {"id": "bad", "video_url": "ftp://x/y.mp4", "background": "", "output_format": ""},
         {"id": "p-white", "video_url": person, "background": "white", "output_format": "mp4_h264"},
-        {"id": "p-green-again", "video_url": person, "background": "green", "output_format": "mp4_h264"},
+        {
+            "id": "p-green-again",
+            "video_url": person,
+            "background": "green",
+            "output_format": "mp4_h264",
+        },
         {"id": "p-black", "video_url": person, "background": "black", "output_format": "mp4_h264"},
-    ]  # fmt: skip
+    ]
     manifest = tmp_path / "m.csv"
     with manifest.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

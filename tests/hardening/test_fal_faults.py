@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from tasks.cost import price_for
 from tasks.endpoints import endpoint_info
-from tasks.fal import FalSettings, PollPolicy, RetryPolicy, build_client
-from tasks.fal_job import FalRunner, run_fal_job
-from tasks.jobs import Job, JobState, Ledger, job_key
-from tasks.plan import resolve_params
-from tasks.storage import Storage
-from tasks.verify import probe
+from tasks.fal.client import FalSettings, PollPolicy, RetryPolicy, build_client
+from tasks.fal.job import FalRunner, run_fal_job
+from tasks.ledger.jobs import Job, JobState, Ledger, job_key
+from tasks.manifest.plan import resolve_params
+from tasks.media.verify import probe
+from tasks.run.cost import price_for
+from tasks.storage.store import Storage
 from tests.fakes.fal_server import PIXELCUT, FakeFal, Faults
 from tests.fakes.http_files import HttpFiles
 
@@ -63,9 +63,13 @@ class Bursts(Faults):
 
 def runner_for(fake: FakeFal, *, job_timeout_s: float = 60.0, attempts: int = 10) -> FalRunner:
     settings = FalSettings.model_validate(
-        {"key": SecretStr(fake.key), "queue_url": fake.base_url, "rest_url": fake.base_url,
-         "job_timeout_s": job_timeout_s}
-    )  # fmt: skip
+        {
+            "key": SecretStr(fake.key),
+            "queue_url": fake.base_url,
+            "rest_url": fake.base_url,
+            "job_timeout_s": job_timeout_s,
+        }
+    )
     client = build_client(
         settings,
         retry=RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.05),
@@ -77,9 +81,13 @@ def runner_for(fake: FakeFal, *, job_timeout_s: float = 60.0, attempts: int = 10
 def job_for(url: str, n: int) -> Job:
     params = resolve_params(endpoint_info("pixelcut"), {}, {})
     return Job(
-        key=job_key(url, "pixelcut", params), row=n, id=f"r{n}", video_url=url,
-        endpoint="pixelcut", params=params,
-    )  # fmt: skip
+        key=job_key(url, "pixelcut", params),
+        row=n,
+        id=f"r{n}",
+        video_url=url,
+        endpoint="pixelcut",
+        params=params,
+    )
 
 
 async def run_all(jobs: list[Job], storage: Storage, runner: FalRunner) -> list[dict[str, Any]]:
@@ -224,10 +232,13 @@ async def test_bad_inputs_are_refused_before_anything_is_paid(
         inputs = {
             "404": (cdn.serve(b"", "gone.mp4", status=404), "input_not_found"),
             "403": (cdn.serve(b"", "private.mp4", status=403), "input_forbidden"),
-            "html": (cdn.serve(b"<html>login</html>", "page.mp4", content_type="text/html"), "input_html"),
+            "html": (
+                cdn.serve(b"<html>login</html>", "page.mp4", content_type="text/html"),
+                "input_html",
+            ),
             "big": (cdn.serve(body * 4, "big.mp4"), "input_too_large"),
             "signed": (cdn.serve(body, "signed.mp4", head_status=403), None),
-        }  # fmt: skip
+        }
         runner = runner_for(fake)
         runner.input_limits = runner.input_limits.model_copy(update={"max_bytes": len(body) * 2})
         storage = Storage(str(tmp_path / "out"))

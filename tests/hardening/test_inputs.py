@@ -11,12 +11,12 @@ import av
 import pytest
 
 from tasks.endpoints import endpoint_info
-from tasks.execute import run_local_job
-from tasks.jobs import Job, JobState, Ledger, job_key
-from tasks.plan import resolve_params
-from tasks.preflight import InputSettings, check_remote
-from tasks.storage import Storage
-from tasks.verify import probe
+from tasks.engine.job import run_local_job
+from tasks.ledger.jobs import Job, JobState, Ledger, job_key
+from tasks.manifest.plan import resolve_params
+from tasks.media.preflight import InputSettings, check_remote
+from tasks.media.verify import probe
+from tasks.storage.store import Storage
 from tests.fakes import bad_inputs
 from tests.fakes.http_files import HttpFiles
 from tests.hardening.conftest import EllipseSegmenter
@@ -63,12 +63,14 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "html": d / "page.mp4",
         "noise": bad_inputs.not_a_video(d / "noise.mp4"),
         "audio": bad_inputs.audio_only(d / "audio.m4a"),
-        "odd": bad_inputs.clip(d / "odd.mkv", width=63, height=47, codec="libx264rgb", pix_fmt="rgb24"),
+        "odd": bad_inputs.clip(
+            d / "odd.mkv", width=63, height=47, codec="libx264rgb", pix_fmt="rgb24"
+        ),
         "rotated": bad_inputs.clip(d / "rotated.mp4", rotation=90),
         "vfr": bad_inputs.clip(d / "vfr.mkv", pts=[0, 100, 150, 400, 420, 700]),
         "two": bad_inputs.clip(d / "two.mkv", extra_video_streams=1),
         "good": bad_inputs.clip(d / "good.mp4"),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -93,17 +95,25 @@ def test_local_file_that_is_not_a_usable_video(
     ("route", "code", "says"),
     [
         ({"status": 404, "body": b"nope", "content_type": "text/plain"}, "input_not_found", "404"),
-        ({"status": 403, "body": b"denied", "content_type": "text/plain"}, "input_forbidden", "403"),
+        (
+            {"status": 403, "body": b"denied", "content_type": "text/plain"},
+            "input_forbidden",
+            "403",
+        ),
         ({"status": 500, "body": b"oops", "content_type": "text/plain"}, "input_http_error", "500"),
         ({"body": bad_inputs.HTML_PAGE, "content_type": "text/html"}, "input_html", "web page"),
         ({"body": bad_inputs.HTML_PAGE, "content_type": "video/mp4"}, "input_html", "HTML page"),
         ({"body": b"", "content_type": "video/mp4"}, "input_empty", "0 bytes"),
     ],
-)  # fmt: skip
+)
 def test_http_input_that_is_not_a_video(
-    http_files: HttpFiles, tmp_path: Path, route: dict[str, Any], code: str, says: str,
+    http_files: HttpFiles,
+    tmp_path: Path,
+    route: dict[str, Any],
+    code: str,
+    says: str,
     tally: Counter[str],
-) -> None:  # fmt: skip
+) -> None:
     body = route.pop("body")
     url = http_files.serve(body, "v/clip.mp4", **route) + "?X-Amz-Signature=abc123"
     row = run(make_job(url), tmp_path / "out")
@@ -122,9 +132,14 @@ def test_http_input_that_is_not_a_video(
     ],
 )
 def test_inputs_over_a_limit_are_refused_before_processing(
-    bad: dict[str, Path], http_files: HttpFiles, tmp_path: Path, limit: str, value: float,
-    code: str, tally: Counter[str],
-) -> None:  # fmt: skip
+    bad: dict[str, Path],
+    http_files: HttpFiles,
+    tmp_path: Path,
+    limit: str,
+    value: float,
+    code: str,
+    tally: Counter[str],
+) -> None:
     limits = InputSettings(**{limit: value})
     for n, url in enumerate([str(bad["good"]), http_files.serve(bad["good"], "good.mp4")]):
         out = tmp_path / f"out{n}"

@@ -13,8 +13,8 @@ import pytest
 
 from tasks.endpoints import endpoint_info
 from tasks.errors import ManifestError
-from tasks.manifest import read_manifest
-from tasks.plan import plan_jobs
+from tasks.manifest.plan import plan_jobs
+from tasks.manifest.read import read_manifest
 
 LOCAL = endpoint_info("local")
 FIELDS = LOCAL.option_fields
@@ -35,7 +35,12 @@ def write(path: Path, content: str | bytes) -> str:
         ("nocol.csv", "id,url\na,https://e.com/a.mp4\n", "manifest_no_video_url", "id, url"),
         ("semi.csv", "id;video_url\na;https://e.com/a.mp4\n", "manifest_delimiter", "semicolon"),
         ("tabs.csv", "id\tvideo_url\na\thttps://e.com/a.mp4\n", "manifest_delimiter", "tab"),
-        ("dupcol.csv", "video_url,video_url\nx.mp4,y.mp4\n", "manifest_duplicate_columns", "video_url"),
+        (
+            "dupcol.csv",
+            "video_url,video_url\nx.mp4,y.mp4\n",
+            "manifest_duplicate_columns",
+            "video_url",
+        ),
         ("latin1.csv", "video_url\ncafé.mp4\n".encode("latin-1"), "manifest_encoding", "UTF-8"),
         ("bytes.csv", b"video_url\n\xff\xfe\x00garbage\x81\n", "manifest_encoding", "UTF-8"),
         ("nojson.jsonl", "{not json\n[1, 2]\n", "manifest_parse", "line 1"),
@@ -43,7 +48,7 @@ def write(path: Path, content: str | bytes) -> str:
         ("fake.parquet", "video_url\nx.mp4\n", "manifest_parse", "parquet"),
         ("notes.txt", "video_url\nx.mp4\n", "manifest_format", ".txt"),
     ],
-)  # fmt: skip
+)
 def test_an_unusable_manifest_is_one_clear_error(
     tmp_path: Path, name: str, content: str | bytes, code: str, says: str, tally: Counter[str]
 ) -> None:
@@ -174,8 +179,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MEASURE = """
 import json, sys
 from tasks.endpoints import endpoint_info
-from tasks.manifest import read_manifest
-from tasks.plan import plan_jobs
+from tasks.manifest.read import read_manifest
+from tasks.manifest.plan import plan_jobs
 
 def status(field):
     for line in open("/proc/self/status"):
@@ -201,13 +206,19 @@ def test_a_100k_row_manifest_reads_and_plans_in_bounded_memory(tmp_path: Path) -
             url = f"https://cdn.example.com/catalog/{i:06d}.mp4" if i % 101 else "N/A"
             fh.write(f"clip-{i},{url},{background}\n")
     done = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(path)], cwd=ROOT, capture_output=True, text=True,
-        timeout=300, check=True,
-    )  # fmt: skip
+        [sys.executable, "-c", MEASURE, str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     got = json.loads(done.stdout.strip().splitlines()[-1])
     invalid = len(range(0, ROWS, 101))
     assert (got["rows"], got["jobs"], got["invalid"]) == (ROWS, ROWS - invalid, invalid)
     per_row = (got["peak_kb"] - got["before_kb"]) * 1024 / ROWS
-    print(f"100k-row manifest: peak RSS +{(got['peak_kb'] - got['before_kb']) / 1024:.0f} MiB, "
-          f"{per_row:.0f} B a row")  # fmt: skip
+    print(
+        f"100k-row manifest: peak RSS +{(got['peak_kb'] - got['before_kb']) / 1024:.0f} MiB, "
+        f"{per_row:.0f} B a row"
+    )
     assert 0 < per_row < 4096, f"{per_row:.0f} bytes a row"

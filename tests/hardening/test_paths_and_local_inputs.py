@@ -15,23 +15,37 @@ import s3fs
 from flows.params import RunParams
 from flows.removal import remove_backgrounds
 from tasks.endpoints import endpoint_info
+from tasks.engine.job import run_local_job
 from tasks.errors import ManifestError
-from tasks.execute import run_local_job
-from tasks.jobs import Job, job_key, safe_stem
-from tasks.manifest import Manifest, ManifestRow
-from tasks.plan import plan_jobs, resolve_params
-from tasks.preflight import InputSettings, LocalInputPolicy
-from tasks.storage import Storage
+from tasks.ledger.jobs import Job, job_key, safe_stem
+from tasks.manifest.plan import plan_jobs, resolve_params
+from tasks.manifest.read import Manifest, ManifestRow
+from tasks.media.preflight import InputSettings, LocalInputPolicy
+from tasks.storage.store import Storage
 from tests.fakes.http_files import HttpFiles
 from tests.fakes.seaweed import SeaweedS3
 from tests.hardening.conftest import EllipseSegmenter
 
 LOCAL = endpoint_info("local")
 NASTY_IDS = [
-    "../../etc/passwd", "/etc/passwd", "..", ".", "", "a/../../b", "C:\\Windows\\system32",
-    "~/.ssh/id_rsa", "%2e%2e%2f%2e%2e%2fx", "con", "名前 with spaces", "a\x00b\nc", "x" * 500,
-    "-rf", ".hidden", "a:b*c?d|e<f>g\"h", "\u202eevil.mp4",
-]  # fmt: skip
+    "../../etc/passwd",
+    "/etc/passwd",
+    "..",
+    ".",
+    "",
+    "a/../../b",
+    "C:\\Windows\\system32",
+    "~/.ssh/id_rsa",
+    "%2e%2e%2f%2e%2e%2fx",
+    "con",
+    "名前 with spaces",
+    "a\x00b\nc",
+    "x" * 500,
+    "-rf",
+    ".hidden",
+    'a:b*c?d|e<f>g"h',
+    "\u202eevil.mp4",
+]
 
 
 @pytest.mark.parametrize("row_id", NASTY_IDS)
@@ -47,9 +61,13 @@ def test_safe_stem_is_one_plain_bounded_name(row_id: str, tally: Counter[str]) -
 def job_for(url: str, row_id: str, smoothing: float) -> Job:
     params = resolve_params(LOCAL, {}, {"smoothing": smoothing})
     return Job(
-        key=job_key(url, "local", params), row=1, id=row_id, video_url=url, endpoint="local",
+        key=job_key(url, "local", params),
+        row=1,
+        id=row_id,
+        video_url=url,
+        endpoint="local",
         params=params,
-    )  # fmt: skip
+    )
 
 
 def test_nasty_ids_write_inside_the_output_prefix_locally(
@@ -97,10 +115,17 @@ def test_policy_refuses_local_rows_unless_allowed_or_under_a_root(
     secret.write_bytes(b"x")
     (allowed / "link.mp4").symlink_to(secret)
     urls = [
-        "https://e.com/a.mp4", "s3://bucket/a.mp4", str(allowed / "a.mp4"),
-        f"file://{allowed}/a.mp4", str(secret), f"file://{secret}", "/etc/passwd.mp4",
-        f"{allowed}/../secret.mp4", str(allowed / "link.mp4"), "relative/clip.mp4",
-    ]  # fmt: skip
+        "https://e.com/a.mp4",
+        "s3://bucket/a.mp4",
+        str(allowed / "a.mp4"),
+        f"file://{allowed}/a.mp4",
+        str(secret),
+        f"file://{secret}",
+        "/etc/passwd.mp4",
+        f"{allowed}/../secret.mp4",
+        str(allowed / "link.mp4"),
+        "relative/clip.mp4",
+    ]
     settings = InputSettings(local_roots=[])
     deployment = LocalInputPolicy.for_run(False, [str(allowed)], settings)
     plan = plan_jobs(manifest_of(urls), LOCAL, {}, local_inputs=deployment)
@@ -140,9 +165,12 @@ def run_flow(params: RunParams) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_deployment_run_does_not_read_the_workers_disk(
-    clips: dict[str, Path], tmp_path: Path, http_files: HttpFiles,
-    monkeypatch: pytest.MonkeyPatch, tally: Counter[str],
-) -> None:  # fmt: skip
+    clips: dict[str, Path],
+    tmp_path: Path,
+    http_files: HttpFiles,
+    monkeypatch: pytest.MonkeyPatch,
+    tally: Counter[str],
+) -> None:
     """No allow_local_inputs (the deployment default) and no roots: local rows end invalid."""
     monkeypatch.delenv("MATTEFLOW_INPUT_LOCAL_ROOTS", raising=False)
     good = http_files.serve(clips["silent"], "silent.mp4")

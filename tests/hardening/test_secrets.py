@@ -24,7 +24,7 @@ from flows.cli import app
 from flows.params import RunParams
 from flows.removal import remove_backgrounds
 from tasks.errors import AuthError, StorageError
-from tasks.storage import Storage
+from tasks.storage.store import Storage
 from tests.fakes.fal_server import FakeFal, Faults
 from tests.fakes.seaweed import SeaweedS3
 from tests.hardening.canary import (
@@ -82,8 +82,9 @@ async def server_side(run_ids: list[UUID]) -> tuple[list[str], int]:
         while True:
             page = await client.read_logs(
                 log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)),
-                limit=200, offset=len(logs),
-            )  # fmt: skip
+                limit=200,
+                offset=len(logs),
+            )
             logs += page
             if len(page) < 200:
                 break
@@ -102,9 +103,14 @@ async def server_side(run_ids: list[UUID]) -> tuple[list[str], int]:
 
 
 def test_no_secret_reaches_any_output(
-    clips: dict[str, Path], tmp_path: Path, seaweed: SeaweedS3, s3_bucket: str,
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tally: Counter[str],
-) -> None:  # fmt: skip
+    clips: dict[str, Path],
+    tmp_path: Path,
+    seaweed: SeaweedS3,
+    s3_bucket: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tally: Counter[str],
+) -> None:
     assert os.environ["FAL_KEY"] == CANARY_FAL_KEY  # the session's canaries are in force
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == CANARY_S3_SECRET
     caplog.set_level(logging.DEBUG)
@@ -130,20 +136,33 @@ def test_no_secret_reaches_any_output(
         fake.faults = Faults(rate=0.3, kinds=("429", "503"), calls=("status", "result"), seed=5)
 
         # 1. fal, with transient faults, a failing job, a rejected input, a missing input.
-        run_id, summary = asyncio.run(run_flow(
-            RunParams(manifest=str(local_manifest), endpoint="pixelcut",
-                      output=str(tmp_path / "fal-out"), run_name="fal", allow_local_inputs=True)
-        ))  # fmt: skip
+        run_id, summary = asyncio.run(
+            run_flow(
+                RunParams(
+                    manifest=str(local_manifest),
+                    endpoint="pixelcut",
+                    output=str(tmp_path / "fal-out"),
+                    run_name="fal",
+                    allow_local_inputs=True,
+                )
+            )
+        )
         run_ids.append(run_id)
         assert isinstance(summary, dict) and summary["counts"]["succeeded"] >= 2, summary
         tally["fal_faults"] += sum(fake.injected.values())
 
         # 2. fal with a revoked key: the run stops with an AuthError.
         fake.forbidden = True
-        run_id, raised = asyncio.run(run_flow(
-            RunParams(manifest=str(local_manifest), endpoint="pixelcut",
-                      output=str(tmp_path / "fal-out"), run_name="revoked")
-        ))  # fmt: skip
+        run_id, raised = asyncio.run(
+            run_flow(
+                RunParams(
+                    manifest=str(local_manifest),
+                    endpoint="pixelcut",
+                    output=str(tmp_path / "fal-out"),
+                    run_name="revoked",
+                )
+            )
+        )
         run_ids.append(run_id)
         assert isinstance(raised, AuthError)
         errors.append(raised)
@@ -152,9 +171,16 @@ def test_no_secret_reaches_any_output(
         # 3. The same through the CLI, in process: what a terminal user sees.
         fake.forbidden = True
         result = CliRunner().invoke(
-            app, ["run", str(local_manifest), "--endpoint", "pixelcut", "--output",
-                  str(tmp_path / "cli-out")],
-        )  # fmt: skip
+            app,
+            [
+                "run",
+                str(local_manifest),
+                "--endpoint",
+                "pixelcut",
+                "--output",
+                str(tmp_path / "cli-out"),
+            ],
+        )
         fake.forbidden = False
         assert result.exit_code == 2
         leaks += leaks_in_text(result.output, "CLI output")
@@ -166,10 +192,16 @@ def test_no_secret_reaches_any_output(
         f"{s3_bucket}/in/m.csv",
         f"id,video_url\ns3,{s3_bucket}/in/a.mp4\nnope,{s3_bucket}/in/missing.mp4\n".encode(),
     )
-    run_id, summary = asyncio.run(run_flow(
-        RunParams(manifest=f"{s3_bucket}/in/m.csv", output=f"{s3_bucket}/out", run_name="s3",
-                  s3_endpoint_url=seaweed.endpoint_url)
-    ))  # fmt: skip
+    run_id, summary = asyncio.run(
+        run_flow(
+            RunParams(
+                manifest=f"{s3_bucket}/in/m.csv",
+                output=f"{s3_bucket}/out",
+                run_name="s3",
+                s3_endpoint_url=seaweed.endpoint_url,
+            )
+        )
+    )
     run_ids.append(run_id)
     assert isinstance(summary, dict) and summary["counts"]["succeeded"] == 1, summary
 

@@ -17,12 +17,12 @@ import pytest
 import s3fs
 
 from tasks.endpoints import endpoint_info
-from tasks.execute import run_local_job
-from tasks.fal_job import run_fal_job
-from tasks.jobs import Job, JobState, Ledger, job_key
-from tasks.plan import resolve_params
+from tasks.engine.job import run_local_job
+from tasks.fal.job import run_fal_job
+from tasks.ledger.jobs import Job, JobState, Ledger, job_key
+from tasks.manifest.plan import resolve_params
 from tasks.retry import Backoff
-from tasks.storage import Storage
+from tasks.storage.store import Storage
 from tests.fakes.seaweed import SeaweedS3
 from tests.hardening.conftest import EllipseSegmenter
 
@@ -104,9 +104,11 @@ def storage(server: SeaweedS3, prefix: str, retry: Backoff) -> Storage:
 
 
 def test_a_short_outage_is_bridged_by_retries(
-    flaky_s3: SeaweedS3, clips: dict[str, Path], caplog: pytest.LogCaptureFixture,
+    flaky_s3: SeaweedS3,
+    clips: dict[str, Path],
+    caplog: pytest.LogCaptureFixture,
     tally: Counter[str],
-) -> None:  # fmt: skip
+) -> None:
     patient = Backoff(attempts=10, base_delay_s=0.5, max_delay_s=4.0)
     store = storage(flaky_s3, "short", patient)
     job = job_for(str(clips["silent"]), 0.61)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from tasks.retry import Backoff, backoff_delay, call_with_backoff
-from tasks.storage import transient_storage_error
+from tasks.storage.store import transient_storage_error
 
 
 def test_delays_double_up_to_the_cap_within_jitter() -> None:

@@ -9,18 +9,20 @@ from flows.params import RunParams
 from tasks.endpoints import EndpointName, endpoint_info
 from tasks.endpoints.birefnet import BirefnetOptions
 from tasks.endpoints.birefnet import arguments as birefnet_arguments
-from tasks.endpoints.falfile import parse_outputs
 from tasks.endpoints.pixelcut import PixelcutOptions
 from tasks.endpoints.pixelcut import arguments as pixelcut_arguments
-from tasks.manifest import Manifest, ManifestRow
-from tasks.plan import plan_jobs
+from tasks.fal.files import parse_outputs
+from tasks.manifest.plan import plan_jobs
+from tasks.manifest.read import Manifest, ManifestRow
 
 
 def test_pixelcut_defaults_and_body() -> None:
     opts = PixelcutOptions()
     assert pixelcut_arguments(opts, "https://x/v.mp4") == {
-        "video_url": "https://x/v.mp4", "background": "transparent", "output_format": "webm_vp9",
-    }  # fmt: skip
+        "video_url": "https://x/v.mp4",
+        "background": "transparent",
+        "output_format": "webm_vp9",
+    }
     custom = PixelcutOptions(background="custom", background_color="#0AFF10")
     body = pixelcut_arguments(custom, "u")
     assert body["background_color"] == [10, 255, 16] and body["output_format"] == "mp4_h264"
@@ -34,11 +36,16 @@ def test_birefnet_defaults_and_rules() -> None:
     opts = BirefnetOptions()
     body = birefnet_arguments(opts, "u")
     assert body == {
-        "video_url": "u", "model": "General Use (Light)", "operating_resolution": "1024x1024",
-        "output_mask": False, "refine_foreground": True, "sync_mode": False,
-        "video_output_type": "VP9 (.webm)", "video_quality": "high",
+        "video_url": "u",
+        "model": "General Use (Light)",
+        "operating_resolution": "1024x1024",
+        "output_mask": False,
+        "refine_foreground": True,
+        "sync_mode": False,
+        "video_output_type": "VP9 (.webm)",
+        "video_quality": "high",
         "video_write_mode": "balanced",
-    }  # fmt: skip
+    }
     assert opts.transparent and opts.resolved_format.value == "webm_vp9"
     assert not BirefnetOptions(video_output_type="X264 (.mp4)").transparent
     with pytest.raises(ValidationError, match="2304x2304 needs model"):
@@ -55,11 +62,13 @@ def test_bad_row_options_make_the_row_invalid_before_sending() -> None:
         ManifestRow(row=1, id="a", video_url="https://x/a.mp4", overrides={"model": "Matting"}),
         ManifestRow(row=2, id="b", video_url="https://x/b.mp4", overrides={"model": "Huge"}),
         ManifestRow(
-            row=3, id="c", video_url="https://x/c.mp4",
+            row=3,
+            id="c",
+            video_url="https://x/c.mp4",
             overrides={"operating_resolution": "2304x2304"},
         ),
         ManifestRow(row=4, id="d", video_url="https://x/d.mp4", overrides={"output_mask": "true"}),
-    ]  # fmt: skip
+    ]
     plan = plan_jobs(Manifest("m.csv", rows), endpoint_info("birefnet"), {"video_quality": "low"})
     assert [j.id for j in plan.jobs] == ["a", "d"]
     assert plan.jobs[0].params["model"] == "Matting"
@@ -77,9 +86,11 @@ def test_run_options_must_belong_to_the_endpoint() -> None:
 
 def test_outputs_keep_fal_metadata_but_not_inline_data() -> None:
     out = parse_outputs(
-        {"video": {"url": "data:video/webm;base64,AAAA", "file_size": 3, "num_frames": 8},
-         "mask_video": None}
-    )  # fmt: skip
+        {
+            "video": {"url": "data:video/webm;base64,AAAA", "file_size": 3, "num_frames": 8},
+            "mask_video": None,
+        }
+    )
     assert out.video.metadata() == {"url": "data:…", "file_size": 3, "num_frames": 8}
     with pytest.raises(ValidationError):
         parse_outputs({"images": []})

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from tasks.quality import alpha_frames
+from tasks.media.quality import alpha_frames
 
 F32 = npt.NDArray[np.float32]
 

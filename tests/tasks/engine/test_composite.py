@@ -38,7 +38,9 @@ def yuv_frame(w: int = 64, h: int = 48) -> av.VideoFrame:
         ((0, 255, 0), 1, 1, (173, 42, 26)),  # BT.709 limited green
     ],
 )
-def test_yuv_colour(colour: tuple[int, int, int], space: int, rng: int, expected: tuple[int, ...]) -> None:  # fmt: skip
+def test_yuv_colour(
+    colour: tuple[int, int, int], space: int, rng: int, expected: tuple[int, ...]
+) -> None:
     assert yuv_colour(colour, space, rng) == expected
 
 
@@ -96,6 +98,9 @@ def test_float_mattes_still_work_where_8_bit_alpha_is_expected() -> None:
     rgb = np.full((2, 2, 3), 200, np.uint8)
     matte = np.array([[0.0, 1.0], [0.5, 0.2]], np.float32)
     assert over_colour(rgb, matte, (0, 0, 0)).dtype == np.uint8
-    np.testing.assert_array_equal(over_colour(rgb, matte, (0, 0, 0)), over_colour(rgb, (matte * 255 + 0.5).astype(np.uint8), (0, 0, 0)))  # fmt: skip
+    np.testing.assert_array_equal(
+        over_colour(rgb, matte, (0, 0, 0)),
+        over_colour(rgb, (matte * 255 + 0.5).astype(np.uint8), (0, 0, 0)),
+    )
     assert to_rgba(rgb, matte)[..., 3].tolist() == [[0, 255], [128, 51]]
     assert to_gif_indices(rgb, matte)[0, 0] == 255

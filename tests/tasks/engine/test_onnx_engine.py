@@ -20,7 +20,7 @@ from tasks.engine.onnx_engine import (
 )
 from tasks.engine.pipeline import remove_background
 from tasks.engine.segment import MissingExtra, ModelError
-from tasks.quality import alpha_frames
+from tasks.media.quality import alpha_frames
 from tests.tasks.engine.support import (
     rgb_frames,
     tiny_image_model,
@@ -51,7 +51,9 @@ def onnx_options(url: str, kind: str, **kw: object) -> LocalOptions:
     return LocalOptions(model="onnx", onnx_model_url=url, onnx_kind=kind, **kw)  # type: ignore[arg-type]
 
 
-def test_image_model_static_size_follows_the_image(models: dict[str, Path], halves: Path, tmp_path: Path) -> None:  # fmt: skip
+def test_image_model_static_size_follows_the_image(
+    models: dict[str, Path], halves: Path, tmp_path: Path
+) -> None:
     seg = build_segmenter(onnx_options(str(models["image"]), "image"))
     assert isinstance(seg, OnnxImageSegmenter)
     assert seg.input_size(64, 48) == (32, 32)  # the model's fixed input wins
@@ -83,7 +85,9 @@ def test_image_model_decides_logits_once(models: dict[str, Path]) -> None:
     assert got == pytest.approx(1.0 / (1.0 + np.exp(-logit)), abs=1e-4)
 
 
-def test_recurrent_model_carries_state(models: dict[str, Path], clips: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+def test_recurrent_model_carries_state(
+    models: dict[str, Path], clips: dict[str, Path], tmp_path: Path
+) -> None:
     opts = onnx_options(str(models["recurrent"]), "recurrent", smoothing=1.0)
     seg = build_segmenter(opts)
     assert isinstance(seg, OnnxRecurrentSegmenter)

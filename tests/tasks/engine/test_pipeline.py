@@ -8,11 +8,11 @@ import av
 import numpy as np
 import pytest
 
+from tasks.endpoints.options import Background, RemovalOptions
 from tasks.engine.pipeline import remove_background
 from tasks.errors import InputError
-from tasks.formats import FORMATS, OutputFormat
-from tasks.options import Background, RemovalOptions
-from tasks.verify import Expectation, probe, verify_output
+from tasks.media.formats import FORMATS, OutputFormat
+from tasks.media.verify import Expectation, probe, verify_output
 
 ALPHA_FORMATS = [f for f, spec in FORMATS.items() if spec.carries_alpha]
 
@@ -39,9 +39,15 @@ def test_every_format_keeps_frames_size_rate_and_audio(
     assert found.has_alpha is spec.carries_alpha
     assert found.has_audio is (spec.audio_codec is not None)
     report = verify_output(
-        out, Expectation(spec=spec, transparent=options.transparent, frames=src.frames,
-                         width=src.width, height=src.height),
-    )  # fmt: skip
+        out,
+        Expectation(
+            spec=spec,
+            transparent=options.transparent,
+            frames=src.frames,
+            width=src.width,
+            height=src.height,
+        ),
+    )
     assert report.ok, report.reasons
 
 

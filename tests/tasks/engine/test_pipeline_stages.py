@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from tasks.endpoints.local import LocalOptions
+from tasks.endpoints.options import RemovalOptions
 from tasks.engine.pipeline import EngineSettings, remove_background
 from tasks.engine.segment import ModelError, SelfieSegmenter
 from tasks.errors import InputError
-from tasks.formats import spec_for
-from tasks.options import RemovalOptions
-from tasks.quality import alpha_frames, matte_quality
-from tasks.samples import make_composite_clip
-from tasks.verify import Expectation, probe, verify_output
+from tasks.media.formats import spec_for
+from tasks.media.quality import alpha_frames, matte_quality
+from tasks.media.samples import make_composite_clip
+from tasks.media.verify import Expectation, probe, verify_output
 from tests.tasks.engine.support import (
     CoarseNoisyTruth,
     Ellipse,
@@ -67,8 +67,20 @@ def test_selfie_engine_beats_per_frame_output_on_a_composite(
 
 def test_refinement_makes_edges_follow_the_image(disc: tuple[Path, Path], tmp_path: Path) -> None:
     clip, truth = disc
-    plain = scores(clip, truth, tmp_path / "p.mov", LocalOptions(output_format="mov_proresks", **PER_FRAME), segmenter=CoarseNoisyTruth(truth, noise=0.0))  # type: ignore[arg-type]  # fmt: skip
-    refined = scores(clip, truth, tmp_path / "r.mov", LocalOptions(output_format="mov_proresks", smoothing=1.0), segmenter=CoarseNoisyTruth(truth, noise=0.0))  # type: ignore[arg-type]  # fmt: skip
+    plain = scores(
+        clip,
+        truth,
+        tmp_path / "p.mov",
+        LocalOptions(output_format="mov_proresks", **PER_FRAME),
+        segmenter=CoarseNoisyTruth(truth, noise=0.0),
+    )  # type: ignore[arg-type]
+    refined = scores(
+        clip,
+        truth,
+        tmp_path / "r.mov",
+        LocalOptions(output_format="mov_proresks", smoothing=1.0),
+        segmenter=CoarseNoisyTruth(truth, noise=0.0),
+    )  # type: ignore[arg-type]
     assert refined["MAD"] < plain["MAD"]
     assert refined["Grad"] < 0.85 * plain["Grad"]
     assert refined["dtSSD"] < 0.8 * plain["dtSSD"]  # a sharp edge moves like the true one
@@ -124,16 +136,23 @@ def test_selfie_model_flickers_less_with_smoothing(clips: dict[str, Path], tmp_p
     ],
     ids=lambda o: "-".join(str(v) for v in o.values()) or "default",
 )
-def test_every_format_verifies(options: dict[str, str], clips: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+def test_every_format_verifies(
+    options: dict[str, str], clips: dict[str, Path], tmp_path: Path
+) -> None:
     opts = LocalOptions(**options)  # type: ignore[arg-type]
     spec = spec_for(opts.resolved_format)
     out = tmp_path / f"out{spec.extension}"
     result = remove_background(clips["person"], out, opts, segmenter=Ellipse())
     report = verify_output(
         out,
-        Expectation(spec=spec, transparent=opts.transparent, frames=result.frames,
-                    width=result.width, height=result.height),
-    )  # fmt: skip
+        Expectation(
+            spec=spec,
+            transparent=opts.transparent,
+            frames=result.frames,
+            width=result.width,
+            height=result.height,
+        ),
+    )
     assert report.ok, report.error
     assert result.frames == 8 and set(result.stage_s) >= {"decode", "matte", "encode"}
     assert result.has_audio is (spec.audio_codec is not None)
@@ -141,7 +160,9 @@ def test_every_format_verifies(options: dict[str, str], clips: dict[str, Path], 
         assert probe(out).has_audio
 
 
-def test_solid_background_is_the_colour_outside_the_matte(clips: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+def test_solid_background_is_the_colour_outside_the_matte(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "green.mp4"
     remove_background(clips["silent"], out, RemovalOptions(background="green"), segmenter=Ellipse())  # type: ignore[arg-type]
     import av
@@ -154,7 +175,9 @@ def test_solid_background_is_the_colour_outside_the_matte(clips: dict[str, Path]
     assert np.abs(centre - (0, 255, 0)).max() > 60  # the subject, not the background
 
 
-def test_segmenter_error_surfaces_and_stops_every_stage(clips: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+def test_segmenter_error_surfaces_and_stops_every_stage(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
     class Broken(Ellipse):
         calls = 0
 

@@ -11,7 +11,9 @@ from tasks.engine.smooth import EmaSmoother, FlowSmoother, finest_scale, make_sm
 
 def texture(h: int = 96, w: int = 128, seed: int = 1) -> np.ndarray:  # type: ignore[type-arg]
     rng = np.random.default_rng(seed)
-    return cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 2.0).astype(np.uint8)  # fmt: skip
+    return cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 2.0).astype(
+        np.uint8
+    )
 
 
 def square(h: int, w: int, x: int) -> np.ndarray:  # type: ignore[type-arg]

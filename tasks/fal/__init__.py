@@ -1,0 +1,1 @@
+"""fal.ai: the queue client, the job lifecycle against the ledger, cancels, output files."""

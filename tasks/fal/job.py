@@ -1,0 +1,448 @@
+"""Run one job on a fal.ai endpoint against the ledger, paying for nothing twice.
+
+ledger lookup -> reuse | resume (request_id known) | estimate -> guard -> submit -> persist
+request_id -> poll -> result -> download -> verify -> store -> ledger final.
+
+The request_id is in the ledger before the first poll, so a killed run resumes its jobs instead of
+submitting them again. A submit whose outcome is unknown leaves the entry in ``submitting``: the
+next run reports it (``submit_unknown``) and submits it again only when told to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from tasks.endpoints import EndpointInfo
+from tasks.engine.job import reusable, row_from_entry, storage_failed_row
+from tasks.errors import (
+    AuthError,
+    BudgetExceeded,
+    EndpointError,
+    InputError,
+    MatteflowError,
+    StorageError,
+    SubmitOutcomeUnknown,
+)
+from tasks.fal.client import CallTrace, FalClient, QueueStatus, Submission, retry_delay
+from tasks.fal.files import FalFile, parse_outputs
+from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.media.formats import spec_for
+from tasks.media.inputs import InputMetadata, local_path, read_input_metadata, readable_location
+from tasks.media.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
+from tasks.media.verify import Expectation, VerifySettings, probe, verify_mask, verify_output
+from tasks.run.cost import Price, cost_usd
+from tasks.storage.store import Storage, redact_url, sha256_file
+
+# A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
+SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
+# An endpoint slot is held from just before the submit until fal reports the job COMPLETED
+# (issue 5): the cap counts jobs at fal, while probing, downloading and verifying overlap.
+EndpointSlot = Callable[[Job], AbstractAsyncContextManager[Any]]
+# fal itself failed the job (or forgot it): a re-run submits it again only with retry_failed.
+FAL_FAILED = frozenset(
+    {"fal_job_error", "fal_validation_error", "fal_bad_result", "fal_request_not_found"}
+)
+
+
+class FalRunner:
+    """What every fal job of one flow run shares: built once per run, closed at its end."""
+
+    def __init__(
+        self,
+        client: FalClient,
+        info: EndpointInfo,
+        price: Price,
+        *,
+        resubmit_unknown: bool = False,
+        retry_failed: bool = False,
+        input_storage_options: dict[str, Any] | None = None,
+        submit_guard: SubmitGuard | None = None,
+        input_limits: InputSettings | None = None,
+        endpoint_slot: EndpointSlot | None = None,
+        verify: VerifySettings | None = None,
+    ) -> None:
+        if info.fal_app is None or info.build_arguments is None:
+            raise ValueError(f"{info.name} is not a fal endpoint")
+        self.client = client
+        self.info = info
+        self.app: str = info.fal_app
+        self.price = price
+        self.resubmit_unknown = resubmit_unknown
+        self.retry_failed = retry_failed
+        self.input_storage_options = input_storage_options
+        self.submit_guard = submit_guard
+        self.input_limits = input_limits or InputSettings()
+        self.endpoint_slot = endpoint_slot
+        self.verify = verify or VerifySettings()
+
+    async def hold_slot(self, job: Job, held: AsyncExitStack) -> None:
+        """Take this job's endpoint slot until ``held`` closes (after fal's COMPLETED)."""
+        if self.endpoint_slot is not None:
+            await held.enter_async_context(self.endpoint_slot(job))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+
+async def probe_location(job: Job, runner: FalRunner) -> str:
+    """Where the input can be read for probing (a path or a URL; presigned for s3)."""
+    expiry = runner.client.settings.presign_expiry_s
+    return await asyncio.to_thread(
+        readable_location, job.video_url, expiry, runner.input_storage_options
+    )
+
+
+async def probe_with_retries(location: str, runner: FalRunner, attempts: int = 3) -> InputMetadata:
+    """A remote input's host may refuse a moment (429/5xx/reset): try again before failing."""
+    remote = local_path(location) is None
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncio.to_thread(read_input_metadata, location)
+        except InputError:
+            if not remote or attempt == attempts:
+                raise
+            await runner.client.sleep(retry_delay(attempt, runner.client.retry, runner.client.rng))
+    raise AssertionError("unreachable")
+
+
+def check_reachable(job: Job, runner: FalRunner) -> None:
+    """Refuse a local input before anything is reserved or sent when uploads are off."""
+    path = local_path(job.video_url)
+    if path is not None and not runner.client.settings.uploads:
+        raise InputError(
+            f"{path} is a local file, which fal.ai cannot read, and uploads to fal's storage "
+            "are off: put it on http(s) or s3://, or allow uploads (--fal-uploads, or "
+            "MATTEFLOW_FAL_UPLOADS=true)",
+            code="upload_disabled",
+        )
+
+
+async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallTrace) -> str:
+    """A URL fal can fetch: http(s) as is, s3 presigned, local files uploaded."""
+    path = local_path(job.video_url)
+    if path is None:
+        return location
+    check_reachable(job, runner)
+    return await runner.client.upload(path, trace=trace)
+
+
+def precheck(location: str, limits: InputSettings, ask_server: bool) -> int | None:
+    """Refuse, before anything is paid, an input that is missing, forbidden, a web page, empty
+    or too big; returns its size where known."""
+    if ask_server:
+        return check_remote(location, limits)
+    path = local_path(location)
+    return sniff_file(path, limits) if path is not None else None
+
+
+def check_probe_limits(
+    probed: InputMetadata, size: int | None, limits: InputSettings, shown: str
+) -> None:
+    facts = InputFacts(
+        bytes=size or probed.size_bytes,
+        width=probed.width,
+        height=probed.height,
+        fps=probed.fps,
+        duration_s=probed.duration_s,
+        frames=probed.frames,
+        frames_exact=probed.exact,
+        video_streams=1,
+        has_audio=False,
+        codec="",
+    )
+    check_limits(facts, limits, shown)
+
+
+def estimate_usd(price: Price, probed: InputMetadata) -> float:
+    return cost_usd(price, frames=probed.frames, compute_s=price.compute_seconds(probed.frames))
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+
+async def fetch_file(
+    client: FalClient, file: FalFile, dest: Path, trace: CallTrace
+) -> tuple[int, str]:
+    """Bring one output home: from fal's CDN, or from the result itself in sync mode."""
+    if file.url.startswith("data:"):
+        _, _, payload = file.url.partition(",")
+        dest.write_bytes(base64.b64decode(payload))
+        return dest.stat().st_size, sha256_file(dest)
+    return await client.download(file.url, dest, trace=trace)
+
+
+def suffix_of(file: FalFile, default: str) -> str:
+    name = file.file_name or urlsplit(file.url).path
+    suffix = Path(name).suffix.lower()
+    return suffix if suffix and len(suffix) <= 6 else default
+
+
+# -- the job --------------------------------------------------------------------------------
+
+
+def submission_of(entry: LedgerEntry) -> Submission:
+    return Submission.model_validate(entry.metrics["fal"]["submission"])
+
+
+async def save(ledger: Ledger, entry: LedgerEntry, event: str) -> None:
+    await asyncio.to_thread(ledger.put, entry, event=event)
+
+
+async def submit_job(
+    job: Job,
+    entry: LedgerEntry,
+    ledger: Ledger,
+    runner: FalRunner,
+    trace: CallTrace,
+    held: AsyncExitStack | None = None,
+) -> Submission:
+    """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
+    check_reachable(job, runner)
+    location = await probe_location(job, runner)
+    ask = urlsplit(job.video_url).scheme in ("http", "https")  # not presigned s3 URLs
+    size = await asyncio.to_thread(precheck, location, runner.input_limits, ask)
+    probed = await probe_with_retries(location, runner)
+    check_probe_limits(probed, size, runner.input_limits, redact_url(location))
+    entry.metrics["input"] = probed.as_dict()
+    entry.estimated_cost_usd = estimate_usd(runner.price, probed)
+    if held is not None:
+        await runner.hold_slot(job, held)
+    guard = runner.submit_guard(job, entry.estimated_cost_usd) if runner.submit_guard else None
+    async with guard or nullcontext():
+        url = await fal_input_url(job, location, runner, trace)
+        options = runner.info.options(job.params)
+        assert runner.info.build_arguments is not None
+        arguments = runner.info.build_arguments(options, url)
+        entry.state, entry.request_id = JobState.submitting, None
+        entry.error_code = entry.error = None
+        entry.attempts += 1
+        await save(ledger, entry, "submitting")
+        sub = await runner.client.submit(runner.app, arguments, trace=trace)
+        entry.state, entry.request_id = JobState.submitted, sub.request_id
+        entry.metrics["fal"] = {"app": runner.app, "submission": sub.model_dump(mode="json")}
+        await save(ledger, entry, "submitted")
+    return sub
+
+
+async def bring_home(
+    job: Job,
+    entry: LedgerEntry,
+    storage: Storage,
+    runner: FalRunner,
+    result: dict[str, Any],
+    status: QueueStatus,
+    trace: CallTrace,
+) -> Status:
+    """Download, verify and store the outputs; set the actual cost. Returns the row status."""
+    try:
+        outputs = parse_outputs(result)
+    except ValidationError as exc:
+        raise EndpointError("fal.ai result has no video output", code="fal_bad_result") from exc
+    options = runner.info.options(job.params)
+    spec = spec_for(runner.info.output_format(options))
+    transparent = runner.info.transparent(options)
+    fal_meta = entry.metrics.setdefault("fal", {})
+    fal_meta["outputs"] = {
+        "video": outputs.video.metadata(),
+        "mask_video": outputs.mask_video.metadata() if outputs.mask_video else None,
+    }
+    probed = entry.metrics.get("input") or {}
+    frames = probed.get("frames") if probed.get("exact") else None
+    stem = safe_stem(job.id, job.key)
+    with tempfile.TemporaryDirectory(prefix="matteflow-fal-") as tmp:
+        out = Path(tmp) / f"video{spec.extension}"
+        size, sha = await fetch_file(runner.client, outputs.video, out, trace)
+        if outputs.video.file_size is not None and size != outputs.video.file_size:
+            raise EndpointError(
+                f"download truncated: {size} of {outputs.video.file_size} bytes",
+                code="fal_download_failed",
+            )
+        expected = Expectation(spec=spec, transparent=transparent, frames=frames)
+        report = await asyncio.to_thread(verify_output, out, expected, runner.verify)
+        entry.verification = report.as_dict()
+        entry.bytes, entry.sha256 = size, sha
+        found = report.probe
+        entry.metrics.update(
+            output_format=spec.name.value,
+            frames=found.frames if found else None,
+            width=found.width if found else None,
+            height=found.height if found else None,
+            fps=found.fps if found else None,
+            duration_s=found.duration_s if found else None,
+        )
+        entry.cost_usd = actual_cost(runner.price, found.frames if found else 0, status)
+        if not report.ok:
+            entry.state = JobState.failed_verification
+            entry.error_code, entry.error = report.error_code, report.error
+            return Status.failed_verification
+        mask_rel = None
+        if outputs.mask_video is not None:
+            mask = Path(tmp) / f"mask{suffix_of(outputs.mask_video, '.mp4')}"
+            await fetch_file(runner.client, outputs.mask_video, mask, trace)
+            try:
+                mask_probe = await asyncio.to_thread(probe, mask)
+            except Exception as exc:  # PyAV raises many types for a broken file
+                entry.state = JobState.failed_verification
+                entry.error_code = "mask_undecodable"
+                entry.error = f"mask video does not decode: {type(exc).__name__}"
+                return Status.failed_verification
+            if frames is not None and mask_probe.frames != frames:
+                entry.state = JobState.failed_verification
+                entry.error_code = "mask_frame_count"
+                entry.error = f"mask has {mask_probe.frames} frames, expected {frames}"
+                return Status.failed_verification
+            disagree = await asyncio.to_thread(verify_mask, out, mask, runner.verify)
+            if disagree:
+                entry.state = JobState.failed_verification
+                entry.error_code = ",".join(code for code, _ in disagree)
+                entry.error = "; ".join(text for _, text in disagree)
+                return Status.failed_verification
+            mask_rel = f"videos/{stem}.mask{mask.suffix}"
+            await asyncio.to_thread(storage.put_file, mask, mask_rel)
+        rel = f"videos/{stem}{spec.extension}"
+        await asyncio.to_thread(storage.put_file, out, rel)
+    entry.output_path, entry.output_url = rel, storage.url(rel)
+    if mask_rel is not None:
+        entry.mask_path, entry.mask_url = mask_rel, storage.url(mask_rel)
+    entry.state = JobState.succeeded
+    return Status.succeeded
+
+
+async def cancel_quietly(client: FalClient, sub: Submission) -> str:
+    """Best effort: a job we stop waiting for should not keep running (and billing) at fal."""
+    try:
+        return await client.cancel(sub.cancel_url)
+    except EndpointError as exc:
+        return f"cancel failed: {exc.code}"
+
+
+def actual_cost(price: Price, frames: int, status: QueueStatus) -> float:
+    """Frames of the output for per-frame prices; fal's reported compute time where given."""
+    compute = status.metrics.get("inference_time")
+    compute_s = (
+        float(compute) if isinstance(compute, int | float) else price.compute_seconds(frames)
+    )
+    return cost_usd(price, frames=frames, compute_s=compute_s)
+
+
+def resumable(entry: LedgerEntry | None, runner: FalRunner) -> bool:
+    """A job fal accepted is polled again, unless fal itself failed it and retry is asked."""
+    if entry is None or entry.request_id is None or "fal" not in entry.metrics:
+        return False
+    return not (
+        runner.retry_failed and entry.state is JobState.failed and entry.error_code in FAL_FAILED
+    )
+
+
+async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str, Any]:
+    """Process ``job`` on fal unless the ledger says it is done; returns its results row.
+
+    ``AuthError`` propagates (the run must stop); every other failure ends in the row. Storage
+    that stays away past its retries fails the row; the ledger keeps the request_id it had, so a
+    later run fetches the result again instead of paying for a second job.
+    """
+    started_at, t0 = now_iso(), time.perf_counter()
+    try:
+        return await _run_fal_job(job, storage, runner, t0)
+    except StorageError as exc:
+        return storage_failed_row(job, exc, started_at, t0)
+
+
+async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> dict[str, Any]:
+    ledger = Ledger(storage)
+    started_at = now_iso()
+    entry = await asyncio.to_thread(ledger.get, job.key)
+    if await asyncio.to_thread(reusable, entry, storage):
+        assert entry is not None
+        return row_from_entry(
+            job,
+            entry,
+            Status.skipped,
+            cost_usd=0.0,
+            started_at=started_at,
+            finished_at=now_iso(),
+            elapsed_s=round(time.perf_counter() - t0, 3),
+        )
+    if entry is None:
+        entry = LedgerEntry(
+            key=job.key,
+            endpoint=job.endpoint,
+            video_url=redact_url(job.video_url),
+            params=job.params,
+        )
+    trace = CallTrace()
+    status = Status.failed
+    try:
+        async with AsyncExitStack() as held:
+            if resumable(entry, runner):
+                await runner.hold_slot(job, held)
+                sub = submission_of(entry)
+                await save(ledger, entry, "resumed")
+            elif entry.state is JobState.submitting and not runner.resubmit_unknown:
+                raise SubmitOutcomeUnknown(
+                    "an earlier submit of this job may or may not have reached fal.ai; check the "
+                    "fal dashboard (requests of this app), then re-run with --resubmit-unknown"
+                )
+            else:
+                sub = await submit_job(job, entry, ledger, runner, trace, held)
+
+            async def on_status(st: QueueStatus) -> None:
+                if st.status == "IN_PROGRESS" and entry.state is not JobState.running:
+                    entry.state = JobState.running
+                    await save(ledger, entry, "running")
+
+            try:
+                final = await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
+            except EndpointError as exc:
+                if exc.code == "fal_timeout":
+                    entry.metrics["fal"]["cancel"] = await cancel_quietly(runner.client, sub)
+                raise
+        entry.metrics["fal"]["metrics"] = final.metrics
+        if final.error:
+            raise EndpointError(
+                f"fal.ai job failed: {final.error}"[:500],
+                code="fal_job_error",
+                error_type=final.error_type,
+            )
+        result = await runner.client.result(sub.response_url, trace=trace)
+        status = await bring_home(job, entry, storage, runner, result, final, trace)
+    except AuthError:
+        await save(ledger, entry, "auth_error")
+        raise
+    except BudgetExceeded as exc:
+        status = Status.skipped_budget
+        entry.error_code, entry.error = exc.code, exc.message
+    except SubmitOutcomeUnknown as exc:
+        entry.state = JobState.submitting
+        entry.error_code, entry.error = exc.code, exc.message
+    except MatteflowError as exc:
+        entry.state = JobState.failed
+        entry.error_code, entry.error = exc.code, exc.message
+        if isinstance(exc, EndpointError) and exc.error_type:
+            trace.error_types.append(exc.error_type)
+            entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
+    entry.metrics["fal_retries"] = int(entry.metrics.get("fal_retries", 0)) + trace.retries
+    seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
+    entry.metrics["fal_error_types"] = sorted(seen)
+    await save(ledger, entry, status.value)
+    return row_from_entry(
+        job,
+        entry,
+        status,
+        started_at=started_at,
+        finished_at=now_iso(),
+        elapsed_s=round(time.perf_counter() - t0, 3),
+    )

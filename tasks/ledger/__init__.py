@@ -1,0 +1,1 @@
+"""The ledger: jobs, their keys and their recorded states in storage."""

@@ -1,0 +1,1 @@
+"""Manifests in: reading and validating them, and planning rows into jobs."""

@@ -1,0 +1,1 @@
+"""What a video holds: input facts, preflight limits, output formats and verification."""

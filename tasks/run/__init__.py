@@ -1,0 +1,1 @@
+"""Running a catalog: fan-out pool, pacing, budget guard, cost and progress."""

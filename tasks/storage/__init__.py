@@ -1,0 +1,1 @@
+"""Object storage through fsspec: reads, writes, presigned URLs, streaming."""
