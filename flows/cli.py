@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -25,48 +25,49 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from flows.cli_flags import with_option_flags
 from flows.params import RunParams
 from tasks.endpoints import EndpointName
-from tasks.endpoints.birefnet import (
-    BirefnetModel,
-    OperatingResolution,
-    VideoOutputType,
-    VideoQuality,
-    VideoWriteMode,
-)
-from tasks.endpoints.options import Background
 from tasks.errors import MatteflowError
-from tasks.media.formats import OutputFormat
 from tasks.run.progress import RunProgress, listening
+
+if TYPE_CHECKING:
+    from tasks.manifest.plan import Plan
+    from tasks.run.cost import Price
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 
 ManifestArg = Annotated[str, typer.Argument(help="Manifest URL: CSV, JSONL or Parquet.")]
 EndpointOpt = Annotated[EndpointName, typer.Option(help="Removal endpoint.")]
-BackgroundOpt = Annotated[Background | None, typer.Option(help="Background.")]
-ColorOpt = Annotated[str | None, typer.Option(help="R,G,B for custom.")]
-FormatOpt = Annotated[OutputFormat | None, typer.Option(help="Output format.")]
-SmoothingOpt = Annotated[float | None, typer.Option(help="Local engine smoothing.")]
-ModelOpt = Annotated[BirefnetModel | None, typer.Option(help="birefnet: model variant.")]
-ResolutionOpt = Annotated[
-    OperatingResolution | None, typer.Option(help="birefnet: operating resolution.")
+OutputOpt = Annotated[str, typer.Option(help="Output root: path, file://, s3://")]
+RunNameOpt = Annotated[str | None, typer.Option(help="Report folder name.")]
+MaxInFlightOpt = Annotated[int | None, typer.Option(help="Jobs in flight.")]
+SubmitRateOpt = Annotated[float | None, typer.Option(help="Job starts per second.")]
+SharedLimitOpt = Annotated[
+    str | None, typer.Option(help="Prefect global concurrency limit shared by workers.")
 ]
-MaskOpt = Annotated[
-    bool | None, typer.Option("--output-mask/--no-output-mask", help="birefnet: matte video.")
+TaskRunsOpt = Annotated[
+    bool | None, typer.Option("--task-runs/--no-task-runs", help="A task run per job.")
 ]
-RefineOpt = Annotated[
+BudgetOpt = Annotated[float | None, typer.Option(help="Budget in USD.")]
+ResubmitOpt = Annotated[
+    bool,
+    typer.Option(
+        help="fal: submit again jobs whose earlier submit had an unknown outcome "
+        "(check the fal dashboard first: they may be billed twice)."
+    ),
+]
+RetryFailedOpt = Annotated[
+    bool, typer.Option(help="fal: submit again jobs fal reported as failed earlier.")
+]
+FalUploadsOpt = Annotated[
     bool | None,
-    typer.Option("--refine-foreground/--no-refine-foreground", help="birefnet: refine edges."),
+    typer.Option("--fal-uploads/--no-fal-uploads", help="fal: upload local input files."),
 ]
-SyncOpt = Annotated[
-    bool | None, typer.Option("--sync-mode/--no-sync-mode", help="birefnet: inline outputs.")
+PresignOpt = Annotated[
+    int | None, typer.Option(help="fal: seconds presigned s3:// input URLs stay valid.")
 ]
-OutputTypeOpt = Annotated[
-    VideoOutputType | None, typer.Option(help="birefnet: output container and codec.")
-]
-QualityOpt = Annotated[VideoQuality | None, typer.Option(help="birefnet: encoder quality.")]
-WriteModeOpt = Annotated[VideoWriteMode | None, typer.Option(help="birefnet: encoder mode.")]
 S3Opt = Annotated[str | None, typer.Option(help="S3-compatible endpoint.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of run parameters.")]
 
@@ -171,51 +172,24 @@ def quiet_prefect() -> None:
 
 
 @app.command()
+@with_option_flags
 def run(
     manifest: ManifestArg,
     endpoint: EndpointOpt = EndpointName.local,
-    output: Annotated[str, typer.Option(help="Output root: path, file://, s3://")] = "./output",
-    run_name: Annotated[str | None, typer.Option(help="Report folder name.")] = None,
-    background: BackgroundOpt = None,
-    background_color: ColorOpt = None,
-    output_format: FormatOpt = None,
-    smoothing: SmoothingOpt = None,
-    model: ModelOpt = None,
-    operating_resolution: ResolutionOpt = None,
-    output_mask: MaskOpt = None,
-    refine_foreground: RefineOpt = None,
-    sync_mode: SyncOpt = None,
-    video_output_type: OutputTypeOpt = None,
-    video_quality: QualityOpt = None,
-    video_write_mode: WriteModeOpt = None,
-    max_in_flight: Annotated[int | None, typer.Option(help="Jobs in flight.")] = None,
-    submit_rate: Annotated[float | None, typer.Option(help="Job starts per second.")] = None,
-    shared_limit: Annotated[
-        str | None, typer.Option(help="Prefect global concurrency limit shared by workers.")
-    ] = None,
-    task_runs: Annotated[
-        bool | None, typer.Option("--task-runs/--no-task-runs", help="A task run per job.")
-    ] = None,
-    budget: Annotated[float | None, typer.Option(help="Budget in USD.")] = None,
-    resubmit_unknown: Annotated[
-        bool,
-        typer.Option(
-            help="fal: submit again jobs whose earlier submit had an unknown outcome "
-            "(check the fal dashboard first: they may be billed twice)."
-        ),
-    ] = False,
-    retry_failed: Annotated[
-        bool, typer.Option(help="fal: submit again jobs fal reported as failed earlier.")
-    ] = False,
-    fal_uploads: Annotated[
-        bool | None,
-        typer.Option("--fal-uploads/--no-fal-uploads", help="fal: upload local input files."),
-    ] = None,
-    presign_expiry: Annotated[
-        int | None, typer.Option(help="fal: seconds presigned s3:// input URLs stay valid.")
-    ] = None,
+    output: OutputOpt = "./output",
+    run_name: RunNameOpt = None,
+    max_in_flight: MaxInFlightOpt = None,
+    submit_rate: SubmitRateOpt = None,
+    shared_limit: SharedLimitOpt = None,
+    task_runs: TaskRunsOpt = None,
+    budget: BudgetOpt = None,
+    resubmit_unknown: ResubmitOpt = False,
+    retry_failed: RetryFailedOpt = False,
+    fal_uploads: FalUploadsOpt = None,
+    presign_expiry: PresignOpt = None,
     s3_endpoint_url: S3Opt = None,
     config: ConfigOpt = None,
+    **options: Any,
 ) -> None:
     """Remove the background of every video in MANIFEST."""
     quiet_prefect()
@@ -225,18 +199,7 @@ def run(
         endpoint=endpoint,
         output=output,
         run_name=run_name,
-        background=background,
-        background_color=background_color,
-        output_format=output_format,
-        smoothing=smoothing,
-        model=model,
-        operating_resolution=operating_resolution,
-        output_mask=output_mask,
-        refine_foreground=refine_foreground,
-        sync_mode=sync_mode,
-        video_output_type=video_output_type,
-        video_quality=video_quality,
-        video_write_mode=video_write_mode,
+        **options,
         max_in_flight=max_in_flight,
         budget_usd=budget,
         resubmit_unknown=resubmit_unknown or None,
@@ -250,38 +213,33 @@ def run(
     )
     if params.run_name is None:
         params = params.model_copy(update={"run_name": params.resolved_run_name()})
+    raise typer.Exit(run_and_report(params))
+
+
+def run_and_report(params: RunParams) -> int:
+    """Run the flow, print its summary; the exit code (see the module's docstring)."""
     try:
         summary, cancelled = run_flow(params)
     except MatteflowError as exc:
         console.print(f"[red]error[/red] ({exc.code}): {exc}")
-        raise typer.Exit(2) from None
+        return 2
     print_summary(summary)
     if cancelled:
         console.print("[yellow]cancelled[/yellow]: run the same command again to continue")
-        raise typer.Exit(130)
+        return 130
     counts = summary["counts"]
     ok = counts["succeeded"] + counts["skipped"]
-    raise typer.Exit(0 if ok == summary["rows"] else 1)
+    return 0 if ok == summary["rows"] else 1
 
 
 @app.command()
+@with_option_flags
 def estimate(
     manifest: ManifestArg,
     endpoint: EndpointOpt = EndpointName.pixelcut,
-    background: BackgroundOpt = None,
-    background_color: ColorOpt = None,
-    output_format: FormatOpt = None,
-    smoothing: SmoothingOpt = None,
-    model: ModelOpt = None,
-    operating_resolution: ResolutionOpt = None,
-    output_mask: MaskOpt = None,
-    refine_foreground: RefineOpt = None,
-    sync_mode: SyncOpt = None,
-    video_output_type: OutputTypeOpt = None,
-    video_quality: QualityOpt = None,
-    video_write_mode: WriteModeOpt = None,
     s3_endpoint_url: S3Opt = None,
     config: ConfigOpt = None,
+    **options: Any,
 ) -> None:
     """Print what MANIFEST would cost on ENDPOINT, from the inputs' metadata; sends nothing."""
     from tasks.endpoints import endpoint_info
@@ -292,22 +250,7 @@ def estimate(
     from tasks.storage.store import s3_options
 
     params = build_params(
-        config,
-        manifest=manifest,
-        endpoint=endpoint,
-        background=background,
-        background_color=background_color,
-        output_format=output_format,
-        smoothing=smoothing,
-        model=model,
-        operating_resolution=operating_resolution,
-        output_mask=output_mask,
-        refine_foreground=refine_foreground,
-        sync_mode=sync_mode,
-        video_output_type=video_output_type,
-        video_quality=video_quality,
-        video_write_mode=video_write_mode,
-        s3_endpoint_url=s3_endpoint_url,
+        config, manifest=manifest, endpoint=endpoint, s3_endpoint_url=s3_endpoint_url, **options
     )
     info = endpoint_info(params.endpoint)
     s3 = s3_options(params.s3_endpoint_url)
@@ -320,8 +263,12 @@ def estimate(
         console.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
     plan = plan_jobs(read, info, params.run_options())
-    rows = estimate_jobs(plan.jobs, price, s3)
-    table = Table(title=f"estimate: {info.name.value} ({price.unit}, ${price.price_usd})")
+    print_estimate(info.name.value, price, estimate_jobs(plan.jobs, price, s3), plan)
+
+
+def print_estimate(endpoint: str, price: Price, rows: list[dict[str, Any]], plan: Plan) -> None:
+    """One line per job, then the total and the rows that could not be planned."""
+    table = Table(title=f"estimate: {endpoint} ({price.unit}, ${price.price_usd})")
     for col in ("row", "id", "frames", "duration_s", "estimated_cost_usd", "note"):
         table.add_column(col, justify="right" if col not in ("id", "note") else "left")
     for r in rows:

@@ -3,44 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from tasks.endpoints import ENDPOINTS, EndpointName
-from tasks.endpoints.birefnet import (
-    BirefnetModel,
-    OperatingResolution,
-    VideoOutputType,
-    VideoQuality,
-    VideoWriteMode,
-)
-from tasks.endpoints.options import Background
-from tasks.media.formats import OutputFormat
+from tasks.endpoints.run_options import run_options
 from tasks.media.verify import VerifySettings
 
 # A shard's run name is its parent's plus "/shards/NNN", so its reports sit under the parent's.
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/shards/[0-9]{3,6})?$"
 
-# Endpoint options a run may set for all its rows (rows may override them in the manifest).
-OPTION_KEYS = (
-    "background",
-    "background_color",
-    "output_format",
-    "smoothing",
-    "model",
-    "operating_resolution",
-    "output_mask",
-    "refine_foreground",
-    "sync_mode",
-    "video_output_type",
-    "video_quality",
-    "video_write_mode",
-)
+# Endpoint options a run may set for all its rows (rows may override them in the manifest):
+# declared once, in the endpoints' option models.
+RUN_OPTIONS = run_options()
+OPTION_KEYS = tuple(RUN_OPTIONS)
 
 
-class RunParams(BaseModel):
-    """One catalog run. Secrets never go here: FAL_KEY and S3 keys come from the environment."""
+class _RunTarget(BaseModel):
+    """What to process, with what, and where the results go."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,30 +33,29 @@ class RunParams(BaseModel):
         description="Name of the run's report folder; default: a timestamp.",
         pattern=RUN_NAME_PATTERN,
     )
-    background: Background | None = Field(None, description="Background (default transparent).")
-    background_color: str | None = Field(
-        None, description="R,G,B colour for background=custom, e.g. 0,177,64."
+
+
+if TYPE_CHECKING:
+
+    class _EndpointOptions(_RunTarget):
+        """What type checkers see: the option fields exist at run time only."""
+
+else:
+    # One optional field per endpoint option, typed as the endpoints declare it (enums stay
+    # enums: dropdowns in the Prefect UI form); None leaves the endpoint's default.
+    _EndpointOptions = create_model(
+        "_EndpointOptions",
+        __base__=_RunTarget,
+        **{
+            name: (option.annotation, Field(None, description=option.description))
+            for name, option in RUN_OPTIONS.items()
+        },
     )
-    output_format: OutputFormat | None = Field(
-        None, description="Output format; default webm_vp9 when transparent, else mp4_h264."
-    )
-    smoothing: float | None = Field(
-        None, gt=0.0, le=1.0, description="Local engine: weight of the newest matte (1 = off)."
-    )
-    model: BirefnetModel | None = Field(None, description="birefnet: model variant.")
-    operating_resolution: OperatingResolution | None = Field(
-        None, description="birefnet: resolution the model runs at (2304x2304 needs Dynamic)."
-    )
-    output_mask: bool | None = Field(None, description="birefnet: also store the matte video.")
-    refine_foreground: bool | None = Field(None, description="birefnet: refine edges.")
-    sync_mode: bool | None = Field(None, description="birefnet: outputs inline, not on fal's CDN.")
-    video_output_type: VideoOutputType | None = Field(
-        None, description="birefnet: output container and codec (default VP9 .webm)."
-    )
-    video_quality: VideoQuality | None = Field(None, description="birefnet: encoder quality.")
-    video_write_mode: VideoWriteMode | None = Field(
-        None, description="birefnet: encoder speed/size trade-off."
-    )
+
+
+class RunParams(_EndpointOptions):
+    """One catalog run. Secrets never go here: FAL_KEY and S3 keys come from the environment."""
+
     resubmit_unknown: bool = Field(
         False,
         description="fal: submit again the jobs whose earlier submit has an unknown outcome "

@@ -14,7 +14,7 @@ from prefect.cache_policies import NONE
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled
 
-from flows.artifacts import publish_artifacts
+from flows.closing import close_run
 from flows.concurrency import ensure_shared_limit, make_pacer
 from flows.params import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -36,11 +36,11 @@ from tasks.manifest.plan import Plan, plan_jobs
 from tasks.manifest.read import Manifest, read_manifest
 from tasks.media.preflight import InputSettings, LocalInputPolicy
 from tasks.media.verify import VerifySettings
-from tasks.report.tables import result_row, write_reports
+from tasks.report.tables import result_row
 from tasks.run.budget import BudgetGuard
 from tasks.run.cost import price_for
-from tasks.run.fanout import Admission, ended_row, run_pool
-from tasks.run.pacing import PacingConfig
+from tasks.run.fanout import Admission, PoolResult, ended_row, run_pool
+from tasks.run.pacing import Pacer, PacingConfig
 from tasks.run.progress import RunProgress
 from tasks.storage.store import Storage, s3_options
 
@@ -194,37 +194,8 @@ def pacing_for(params: RunParams) -> PacingConfig:
     )
 
 
-def duplicate_rows(
-    plan: Plan, manifest: Manifest, by_key: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Rows that repeat a job share its outcome; the cost is counted once, on the first row."""
-    rows = {r.row: r for r in manifest.rows}
-    out = []
-    for number, key in plan.duplicates.items():
-        first = dict(by_key[key])
-        first.update(
-            row=number,
-            id=rows[number].id,
-            duplicate_of=first["row"],
-            cost_usd=0.0,
-            estimated_cost_usd=0.0,
-        )
-        out.append(first)
-    return out
-
-
-@flow(name="matteflow", log_prints=True)
-async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
-    """Remove the background of every video in the manifest; return the run summary."""
-    logger = get_run_logger()
-    t0 = time.perf_counter()
-    filled, missing = await load_secret_env()
-    if filled or missing:
-        logger.info("secrets from Secret blocks: %s; blocks not found: %s", filled, missing)
-    run_name = params.resolved_run_name()
-    info = endpoint_info(params.endpoint)
-    storage = storage_for(params.output, params.s3_endpoint_url)
-    limits = InputSettings()
+def manifest_policy(params: RunParams, storage: Storage, limits: InputSettings) -> LocalInputPolicy:
+    """Which local files the run may read; raises when the manifest itself is one it may not."""
     local_inputs = LocalInputPolicy.for_run(
         params.allow_local_inputs, params.local_input_roots, limits
     )
@@ -235,6 +206,14 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         raise ManifestError(
             refusal.replace("local input", "manifest", 1), code="local_input_refused"
         )
+    return local_inputs
+
+
+def plan_run(
+    params: RunParams, info: EndpointInfo, local_inputs: LocalInputPolicy
+) -> tuple[Manifest, Plan]:
+    """Read the manifest and turn its rows into jobs, invalid rows and repeats."""
+    logger = get_run_logger()
     manifest = read_manifest_task(params.manifest, info.option_fields, params.s3_endpoint_url)
     if manifest.ignored_columns:
         logger.warning("manifest columns ignored: %s", ", ".join(manifest.ignored_columns))
@@ -246,27 +225,29 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         len(plan.invalid),
         len(plan.duplicates),
     )
-    if wants_shards(params, plan):
-        return await run_sharded(params, run_name, manifest, plan, storage, remove_backgrounds, t0)
+    return manifest, plan
+
+
+async def shared_pacing(params: RunParams) -> PacingConfig:
+    """The run's pacing; a cap shared across workers is created (or resized) first."""
     pacing = pacing_for(params)
     if pacing.shared_limit:
         await ensure_shared_limit(pacing.shared_limit, pacing.max_in_flight)
         if get_current_settings().api.url is None:
-            logger.warning(
+            get_run_logger().warning(
                 "shared limit %r on Prefect's temporary server: its lease reaper does not run, so"
                 " slots held by a killed run stay taken; free them with `prefect gcl update %s"
                 " --active-slots 0` when no run is active",
                 pacing.shared_limit,
                 pacing.shared_limit,
             )
-    task_runs = params.task_run_per_job
-    if task_runs is None:
-        task_runs = len(plan.jobs) <= TASK_RUN_PER_JOB_UP_TO
-    budget = BudgetGuard(params.budget_usd)
-    pacer = make_pacer(pacing)
-    admission = Admission(pacer, budget)
-    fal = build_fal_runner(params, info, admission, limits) if info.is_fal and plan.jobs else None
-    handler = FlowJobs(JobContext(storage, fal, params.verify, limits), task_runs=task_runs)
+    return pacing
+
+
+async def run_jobs(
+    plan: Plan, handler: FlowJobs, admission: Admission, fal: FalRunner | None
+) -> tuple[PoolResult, float]:
+    """Every job through the worker pool, with progress and cancellation; (result, seconds)."""
     progress = RunProgress(total=len(plan.jobs))
     cancel = asyncio.Event()
     t_jobs = time.perf_counter()
@@ -284,37 +265,66 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
             )
     finally:
         progress.stop()
-        await pacer.aclose()
+        await admission.pacer.aclose()
         if fal is not None:
             await fal.aclose()
-    jobs_s = time.perf_counter() - t_jobs
-    done = pool.rows
-    by_key = {row["job_key"]: row for row in done}
-    rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
-    safe_params = params.model_dump(mode="json")
-    summary = write_reports(
+    return pool, time.perf_counter() - t_jobs
+
+
+def pool_summary(
+    pool: PoolResult, budget: BudgetGuard, pacing: PacingConfig, pacer: Pacer, task_runs: bool
+) -> dict[str, Any]:
+    """The single run's own summary sections: cancellation, budget and pacing."""
+    return {
+        "cancelled": pool.cancelled,
+        "budget": budget_summary(budget),
+        "pacing": {
+            "max_in_flight": pacing.max_in_flight,
+            "peak_in_flight": pacer.peak_in_flight,
+            "submit_rate_per_s": pacing.submit_rate_per_s,
+            "task_run_per_job": task_runs,
+            "shared_limit": pacing.shared_limit,
+            "shared_slots_acquired": pacer.shared.acquired if pacer.shared else 0,
+        },
+    }
+
+
+@flow(name="matteflow", log_prints=True)
+async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
+    """Remove the background of every video in the manifest; return the run summary."""
+    logger = get_run_logger()
+    t0 = time.perf_counter()
+    filled, missing = await load_secret_env()
+    if filled or missing:
+        logger.info("secrets from Secret blocks: %s; blocks not found: %s", filled, missing)
+    run_name = params.resolved_run_name()
+    info = endpoint_info(params.endpoint)
+    storage = storage_for(params.output, params.s3_endpoint_url)
+    limits = InputSettings()
+    manifest, plan = plan_run(params, info, manifest_policy(params, storage, limits))
+    if wants_shards(params, plan):
+        return await run_sharded(params, run_name, manifest, plan, storage, remove_backgrounds, t0)
+    pacing = await shared_pacing(params)
+    task_runs = params.task_run_per_job
+    if task_runs is None:
+        task_runs = len(plan.jobs) <= TASK_RUN_PER_JOB_UP_TO
+    budget = BudgetGuard(params.budget_usd)
+    pacer = make_pacer(pacing)
+    admission = Admission(pacer, budget)
+    fal = build_fal_runner(params, info, admission, limits) if info.is_fal and plan.jobs else None
+    handler = FlowJobs(JobContext(storage, fal, params.verify, limits), task_runs=task_runs)
+    pool, jobs_s = await run_jobs(plan, handler, admission, fal)
+    summary = await close_run(
         storage,
         run_name,
-        rows,
-        safe_params,
-        {"total_s": round(time.perf_counter() - t0, 3), "jobs_s": round(jobs_s, 3)},
-        params.budget_usd,
-        extra={
-            "cancelled": pool.cancelled,
-            "budget": budget_summary(budget),
-            "pacing": {
-                "max_in_flight": pacing.max_in_flight,
-                "peak_in_flight": pacer.peak_in_flight,
-                "submit_rate_per_s": pacing.submit_rate_per_s,
-                "task_run_per_job": task_runs,
-                "shared_limit": pacing.shared_limit,
-                "shared_slots_acquired": pacer.shared.acquired if pacer.shared else 0,
-            },
-        },
+        params,
+        plan,
+        manifest,
+        pool.rows,
+        started=t0,
+        jobs_s=jobs_s,
+        extra=pool_summary(pool, budget, pacing, pacer, task_runs),
     )
-    summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
-    await publish_artifacts(storage, run_name, rows, params.budget_usd)
-    logger.info("run %s: %s", run_name, summary["counts"])
     if pool.cancelled:
         logger.warning("run %s cancelled; partial report at %s", run_name, summary["report_url"])
         # A returned state becomes the run's final state: the UI shows Cancelled, not Completed;

@@ -26,6 +26,7 @@ from prefect import get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
 
+from flows.closing import close_run
 from flows.params import RunParams
 from tasks.ledger.jobs import Job, Status, now_iso
 from tasks.manifest.plan import Plan
@@ -293,11 +294,6 @@ async def run_sharded(
     t0: float,
 ) -> dict[str, Any]:
     """Run the plan's jobs as shards, then write one merged report; return its summary."""
-    # flows.removal imports this module: take its report helpers at call time.
-    from flows.artifacts import publish_artifacts
-    from flows.removal import duplicate_rows
-    from tasks.report.tables import write_reports
-
     logger = get_run_logger()
     assert params.shard_size  # wants_shards() said so
     shards = write_shards(storage, run_name, manifest, plan, params.shard_size, params.budget_usd)
@@ -316,22 +312,17 @@ async def run_sharded(
     else:
         outcomes = await run_in_process(runner, params, shards, storage)
     jobs_s = time.perf_counter() - t_jobs
-    done = [row for outcome in outcomes for row in outcome.rows]
-    by_key = {row["job_key"]: row for row in done}
-    rows = [*done, *plan.invalid, *duplicate_rows(plan, manifest, by_key)]
-    timings = {"total_s": round(time.perf_counter() - t0, 3), "jobs_s": round(jobs_s, 3)}
-    summary = write_reports(
-        storage,
-        run_name,
-        rows,
-        params.model_dump(mode="json"),
-        timings,
-        params.budget_usd,
-        extra={"shards": [outcome.info() for outcome in outcomes]},
-    )
-    await publish_artifacts(storage, run_name, rows, params.budget_usd)
     bad = [o.shard.label for o in outcomes if o.state != "Completed"]
     if bad:
         logger.error("shards that did not complete: %s", ", ".join(bad))
-    logger.info("run %s: %s", run_name, summary["counts"])
-    return summary
+    return await close_run(
+        storage,
+        run_name,
+        params,
+        plan,
+        manifest,
+        [row for outcome in outcomes for row in outcome.rows],
+        started=t0,
+        jobs_s=jobs_s,
+        extra={"shards": [outcome.info() for outcome in outcomes]},
+    )

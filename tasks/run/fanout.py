@@ -145,7 +145,6 @@ async def run_pool(
     """
     t0 = time.perf_counter()
     result = PoolResult()
-    cancel = cancel or asyncio.Event()
 
     def emit(row: Row) -> None:
         admission.budget.settle(str(row.get("job_key")), float(row.get("cost_usd") or 0.0))
@@ -154,13 +153,40 @@ async def run_pool(
             on_row(row)
 
     state = _State(jobs=iter(jobs), emit=emit, admission=admission, fatal=fatal)
-    failure: BaseException | None = None
-    cap = admission.pacer.config.max_in_flight
+    workers = _start_workers(state, handler)
+    failure = await _wait_for_workers(workers, cancel or asyncio.Event(), result)
+    if result.cancelled:
+        await _stop(state, workers, cancel_grace_s)
+        for job in state.jobs:  # never started: no request was sent for these
+            emit(
+                ended_row(
+                    job, Status.cancelled, "cancelled", "run cancelled before this job started"
+                )
+            )
+    result.elapsed_s = time.perf_counter() - t0
+    if failure is not None:
+        raise failure
+    return result
+
+
+def _start_workers(state: _State, handler: JobHandler) -> list[asyncio.Task[None]]:
+    """The cap's worth of workers, plus prefetchers when the runner holds the slot itself."""
+    cap = state.admission.pacer.config.max_in_flight
     count = cap + prefetch_workers(cap) if handler.holds_slot else cap
-    workers = [
+    return [
         asyncio.create_task(_worker(i, state, handler), name=f"matteflow-worker-{i}")
         for i in range(count)
     ]
+
+
+async def _wait_for_workers(
+    workers: list[asyncio.Task[None]], cancel: asyncio.Event, result: PoolResult
+) -> BaseException | None:
+    """Wait until every worker is done, a cancel is asked for, or a worker fails.
+
+    Marks ``result`` cancelled when the pool must stop early; returns the failure, if any.
+    """
+    failure: BaseException | None = None
     stop_waiter = asyncio.create_task(cancel.wait(), name="matteflow-cancel-watch")
     try:
         pending: set[asyncio.Future[Any]] = set(workers)
@@ -184,18 +210,7 @@ async def run_pool(
             current.uncancel()
     finally:
         stop_waiter.cancel()
-    if result.cancelled:
-        await _stop(state, workers, cancel_grace_s)
-        for job in state.jobs:  # never started: no request was sent for these
-            emit(
-                ended_row(
-                    job, Status.cancelled, "cancelled", "run cancelled before this job started"
-                )
-            )
-    result.elapsed_s = time.perf_counter() - t0
-    if failure is not None:
-        raise failure
-    return result
+    return failure
 
 
 async def _stop(state: _State, workers: list[asyncio.Task[None]], grace_s: float) -> None:
