@@ -36,6 +36,7 @@ from tasks.endpoints.birefnet import (
 )
 from tasks.endpoints.options import Background
 from tasks.errors import MatteflowError
+from tasks.ledger.results import ResultRow
 from tasks.media.formats import OutputFormat
 from tasks.run.progress import RunProgress, listening
 
@@ -132,7 +133,7 @@ class TerminalProgress:
         self.bar.update(self.task, total=total)
         self.bar.start()
 
-    def advance(self, row: dict[str, Any], progress: RunProgress) -> None:
+    def advance(self, row: ResultRow, progress: RunProgress) -> None:
         counts = " ".join(f"{k}:{v}" for k, v in sorted(progress.by_status.items()))
         self.bar.update(
             self.task, completed=progress.done, counts=f"{counts} ${progress.cost_usd:.2f}"

@@ -9,19 +9,17 @@ run fetches the result it paid for instead of paying twice.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from tasks.engine.job import row_from_entry
 from tasks.fal.client import Submission
 from tasks.fal.job import FalRunner, cancel_quietly
 from tasks.ledger.jobs import Job, JobState, Ledger, Status, now_iso
-from tasks.run.fanout import ended_row
+from tasks.ledger.results import ResultRow, ended_row
 
 IN_FLIGHT = (JobState.submitted, JobState.running)
 GONE = ("CANCELLATION_REQUESTED", "NOT_FOUND")
 
 
-async def cancel_fal_job(job: Job, ledger: Ledger, runner: FalRunner) -> dict[str, Any]:
+async def cancel_fal_job(job: Job, ledger: Ledger, runner: FalRunner) -> ResultRow:
     """``PUT cancel_url`` for ``job`` if fal has it, update its ledger entry, return its row."""
     entry = await asyncio.to_thread(ledger.get, job.key)
     fal_meta = entry.metrics.get("fal") or {} if entry is not None else {}
@@ -46,4 +44,4 @@ async def cancel_fal_job(job: Job, ledger: Ledger, runner: FalRunner) -> dict[st
         )
     entry.error_code, entry.error = "cancelled", note
     await asyncio.to_thread(ledger.put, entry, event="cancelled")
-    return row_from_entry(job, entry, Status.cancelled, finished_at=now_iso())
+    return ResultRow.from_entry(job, entry, Status.cancelled, finished_at=now_iso())

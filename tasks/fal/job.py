@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from tasks.endpoints import EndpointInfo
-from tasks.engine.job import reusable, row_from_entry, storage_failed_row
+from tasks.engine.job import reusable
 from tasks.errors import (
     AuthError,
     BudgetExceeded,
@@ -36,6 +36,7 @@ from tasks.errors import (
 from tasks.fal.client import CallTrace, FalClient, QueueStatus, Submission, retry_delay
 from tasks.fal.files import FalFile, parse_outputs
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.ledger.results import ResultRow, ended_row
 from tasks.media.formats import spec_for
 from tasks.media.inputs import InputMetadata, local_path, read_input_metadata, readable_location
 from tasks.media.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
@@ -347,7 +348,7 @@ def resumable(entry: LedgerEntry | None, runner: FalRunner) -> bool:
     )
 
 
-async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str, Any]:
+async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> ResultRow:
     """Process ``job`` on fal unless the ledger says it is done; returns its results row.
 
     ``AuthError`` propagates (the run must stop); every other failure ends in the row. Storage
@@ -358,16 +359,19 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str
     try:
         return await _run_fal_job(job, storage, runner, t0)
     except StorageError as exc:
-        return storage_failed_row(job, exc, started_at, t0)
+        elapsed_s = round(time.perf_counter() - t0, 3)
+        return ended_row(
+            job, Status.failed, exc.code, exc.message, started_at=started_at, elapsed_s=elapsed_s
+        )
 
 
-async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> dict[str, Any]:
+async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> ResultRow:
     ledger = Ledger(storage)
     started_at = now_iso()
     entry = await asyncio.to_thread(ledger.get, job.key)
     if await asyncio.to_thread(reusable, entry, storage):
         assert entry is not None
-        return row_from_entry(
+        return ResultRow.from_entry(
             job,
             entry,
             Status.skipped,
@@ -438,7 +442,7 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
     seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
     entry.metrics["fal_error_types"] = sorted(seen)
     await save(ledger, entry, status.value)
-    return row_from_entry(
+    return ResultRow.from_entry(
         job,
         entry,
         status,

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tasks.errors import BudgetExceeded
-from tasks.ledger.jobs import Job, Status, now_iso
-from tasks.report.tables import result_row
+from tasks.ledger.jobs import Job, Status
+from tasks.ledger.results import ResultRow, ended_row
 from tasks.run.budget import BudgetGuard
 from tasks.run.pacing import Pacer
 
-Row = dict[str, Any]
+Row = ResultRow
 # Time jobs in flight get to cancel at the endpoint and record the ledger; below the 30 s a
 # Prefect worker waits after its SIGTERM before it kills a cancelled flow run's process.
 CANCEL_GRACE_S = 20.0
@@ -45,24 +45,6 @@ class JobHandler(Protocol):
     def interrupted_row(self, job: Job, exc: BaseException | None) -> Row:
         """Row of a job stopped in flight: ``exc`` is the crash, ``None`` means cancelled."""
         ...
-
-
-def ended_row(job: Job, status: Status, code: str, reason: str, **extra: Any) -> Row:
-    """A row for a job that ends without running (budget, cancelled before it started)."""
-    return result_row(
-        row=job.row,
-        id=job.id,
-        video_url=job.video_url,
-        job_key=job.key,
-        endpoint=job.endpoint,
-        status=status,
-        error_code=code,
-        error=reason,
-        attempts=0,
-        estimated_cost_usd=job.estimated_cost_usd,
-        finished_at=now_iso(),
-        **extra,
-    )
 
 
 class Admission:
@@ -148,7 +130,7 @@ async def run_pool(
     cancel = cancel or asyncio.Event()
 
     def emit(row: Row) -> None:
-        admission.budget.settle(str(row.get("job_key")), float(row.get("cost_usd") or 0.0))
+        admission.budget.settle(str(row.job_key), row.cost_usd)
         result.rows.append(row)
         if on_row is not None:
             on_row(row)
