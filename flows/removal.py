@@ -185,9 +185,7 @@ def pacing_for(params: RunParams) -> PacingConfig:
     )
 
 
-def duplicate_rows(
-    plan: Plan, manifest: Manifest, by_key: dict[str, ResultRow]
-) -> list[ResultRow]:
+def duplicate_rows(plan: Plan, manifest: Manifest, by_key: dict[str, ResultRow]) -> list[ResultRow]:
     """Rows that repeat a job share its outcome; the cost is counted once, on the first row."""
     rows = {r.row: r for r in manifest.rows}
     out = []
@@ -226,7 +224,7 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
     refusal = local_inputs.including(own).refusal(params.manifest)
     if refusal is not None:
         raise ManifestError(
-            refusal.replace("local input", "manifest", 1), code="local_input_refused"
+            refusal.replace("local input", "manifest", 1), code=ErrorCode.local_input_refused
         )
     manifest = read_manifest_task(params.manifest, info.option_fields, params.s3_endpoint_url)
     if manifest.ignored_columns:

@@ -16,7 +16,7 @@ import av
 from tasks.endpoints.local import LocalOptions
 from tasks.engine.pipeline import remove_background
 from tasks.engine.segment import Segmenter
-from tasks.errors import InputError, MatteflowError, StorageError
+from tasks.errors import ErrorCode, InputError, MatteflowError, StorageError
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
 from tasks.media.formats import spec_for
@@ -45,9 +45,11 @@ def probe_source(src: Path) -> InputProbe:
     try:
         return probe_input(src)
     except NoVideoStream as exc:
-        raise InputError("input has no video stream", code="input_no_video") from exc
+        raise InputError("input has no video stream", code=ErrorCode.input_no_video) from exc
     except (av.error.FFmpegError, OSError) as exc:
-        raise InputError(f"input is not a readable video: {exc}", code="input_undecodable") from exc
+        raise InputError(
+            f"input is not a readable video: {exc}", code=ErrorCode.input_undecodable
+        ) from exc
 
 
 def run_local_job(

@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tasks.errors import BudgetExceeded
+from tasks.errors import BudgetExceeded, ErrorCode
 from tasks.ledger.jobs import Job, Status
 from tasks.ledger.results import ResultRow, ended_row
 from tasks.run.budget import BudgetGuard
@@ -171,7 +171,10 @@ async def run_pool(
         for job in state.jobs:  # never started: no request was sent for these
             emit(
                 ended_row(
-                    job, Status.cancelled, "cancelled", "run cancelled before this job started"
+                    job,
+                    Status.cancelled,
+                    ErrorCode.cancelled,
+                    "run cancelled before this job started",
                 )
             )
     result.elapsed_s = time.perf_counter() - t0
@@ -193,7 +196,9 @@ async def _stop(state: _State, workers: list[asyncio.Task[None]], grace_s: float
         await asyncio.wait(stuck, timeout=1.0)
     for index, job in list(state.in_flight.items()):  # workers that could not finish cleanly
         state.emit(
-            ended_row(job, Status.cancelled, "cancelled", "run cancelled while this job ran")
+            ended_row(
+                job, Status.cancelled, ErrorCode.cancelled, "run cancelled while this job ran"
+            )
         )
         state.in_flight.pop(index, None)
 
@@ -237,6 +242,6 @@ def _guarded(make: Callable[[Job, BaseException | None], Row], job: Job, exc: An
         return ended_row(
             job,
             Status.failed if exc else Status.cancelled,
-            "internal_error",
+            ErrorCode.internal_error,
             f"{type(inner).__name__}: {inner}"[:500],
         )
