@@ -26,6 +26,7 @@ Row = ResultRow
 # Time jobs in flight get to cancel at the endpoint and record the ledger; below the 30 s a
 # Prefect worker waits after its SIGTERM before it kills a cancelled flow run's process.
 CANCEL_GRACE_S = 20.0
+NOT_STARTED = "run cancelled before this job started"
 
 
 class JobHandler(Protocol):
@@ -169,14 +170,7 @@ async def run_pool(
     if result.cancelled:
         await _stop(state, workers, cancel_grace_s)
         for job in state.jobs:  # never started: no request was sent for these
-            emit(
-                ended_row(
-                    job,
-                    Status.cancelled,
-                    ErrorCode.cancelled,
-                    "run cancelled before this job started",
-                )
-            )
+            emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, NOT_STARTED))
     result.elapsed_s = time.perf_counter() - t0
     if failure is not None:
         raise failure
