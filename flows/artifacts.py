@@ -6,7 +6,6 @@ What goes into them is computed in ``tasks.report.tables``; this module only tal
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from prefect.artifacts import (
     acreate_link_artifact,
@@ -14,6 +13,7 @@ from prefect.artifacts import (
     acreate_table_artifact,
 )
 
+from tasks.ledger.results import ResultRow
 from tasks.report.tables import (
     REPORT_FILES,
     artifact_rows,
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 async def publish_artifacts(
-    storage: Storage, run_name: str, rows: list[dict[str, Any]], budget: float | None
+    storage: Storage, run_name: str, rows: list[ResultRow], budget: float | None
 ) -> None:
     """Results table (problems first, capped), cost report, and a link to each report file."""
     results = results_frame(rows)

@@ -29,6 +29,7 @@ from flows.cli_flags import with_option_flags
 from flows.params import RunParams
 from tasks.endpoints import EndpointName
 from tasks.errors import MatteflowError
+from tasks.ledger.results import ResultRow
 from tasks.run.progress import RunProgress, listening
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class TerminalProgress:
         self.bar.update(self.task, total=total)
         self.bar.start()
 
-    def advance(self, row: dict[str, Any], progress: RunProgress) -> None:
+    def advance(self, row: ResultRow, progress: RunProgress) -> None:
         counts = " ".join(f"{k}:{v}" for k, v in sorted(progress.by_status.items()))
         self.bar.update(
             self.task, completed=progress.done, counts=f"{counts} ${progress.cost_usd:.2f}"

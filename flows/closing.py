@@ -13,6 +13,8 @@ from prefect import get_run_logger
 
 from flows.artifacts import publish_artifacts
 from flows.params import RunParams
+from flows.runtime import with_run
+from tasks.ledger.results import ResultRow
 from tasks.manifest.plan import Plan
 from tasks.manifest.read import Manifest
 from tasks.report.rows import run_rows
@@ -26,7 +28,7 @@ async def close_run(
     params: RunParams,
     plan: Plan,
     manifest: Manifest,
-    done: list[dict[str, Any]],
+    done: list[ResultRow],
     *,
     started: float,
     jobs_s: float,
@@ -37,7 +39,7 @@ async def close_run(
     ``started`` is the run's ``time.perf_counter()`` at its start, ``jobs_s`` the time its jobs
     took, ``extra`` the summary sections of the caller (budget and pacing, or shards).
     """
-    rows = run_rows(plan, manifest, done)
+    rows = with_run(run_name, run_rows(plan, manifest, done))
     timings = {"total_s": round(time.perf_counter() - started, 3), "jobs_s": round(jobs_s, 3)}
     summary = write_reports(
         storage,

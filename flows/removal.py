@@ -27,19 +27,19 @@ from flows.secrets import load_secret_env
 from flows.shards import run_sharded, wants_shards
 from tasks.endpoints import EndpointInfo, EndpointName, endpoint_info
 from tasks.engine.job import run_local_job
-from tasks.errors import AuthError, ManifestError, MatteflowError
+from tasks.errors import AuthError, ErrorCode, ManifestError, MatteflowError
 from tasks.fal.cancel import cancel_fal_job
 from tasks.fal.client import FalSettings, build_client
 from tasks.fal.job import FalRunner, run_fal_job
-from tasks.ledger.jobs import Job, JobState, Ledger, Status, now_iso
+from tasks.ledger.jobs import Job, JobState, Ledger, Status
+from tasks.ledger.results import ResultRow, ended_row
 from tasks.manifest.plan import Plan, plan_jobs
 from tasks.manifest.read import Manifest, read_manifest
 from tasks.media.preflight import InputSettings, LocalInputPolicy
 from tasks.media.verify import VerifySettings
-from tasks.report.tables import result_row
 from tasks.run.budget import BudgetGuard
 from tasks.run.cost import price_for
-from tasks.run.fanout import Admission, PoolResult, ended_row, run_pool
+from tasks.run.fanout import Admission, PoolResult, run_pool
 from tasks.run.pacing import Pacer, PacingConfig
 from tasks.run.progress import RunProgress
 from tasks.storage.store import Storage, s3_options
@@ -50,23 +50,13 @@ def storage_for(url: str, s3_endpoint_url: str | None) -> Storage:
     return Storage(url, options, input_options=s3_options(s3_endpoint_url))
 
 
-def crashed_row(job: Job, exc: BaseException) -> dict[str, Any]:
+def crashed_row(job: Job, exc: BaseException) -> ResultRow:
     """A job that raised still ends with a status and a reason (its own code if it has one,
     e.g. storage that stayed away past the retries while a runner saved its ledger entry)."""
-    code, error = "internal_error", f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MatteflowError):
-        code, error = exc.code, exc.message
-    return result_row(
-        row=job.row,
-        id=job.id,
-        video_url=job.video_url,
-        job_key=job.key,
-        endpoint=job.endpoint,
-        status=Status.failed,
-        error_code=code,
-        error=error[:500],
-        finished_at=now_iso(),
-    )
+        return ended_row(job, Status.failed, exc.code, exc.message, attempts=None)
+    error = f"{type(exc).__name__}: {exc}"
+    return ended_row(job, Status.failed, ErrorCode.internal_error, error, attempts=None)
 
 
 @task(name="read-manifest", cache_policy=NONE, persist_result=False)
@@ -113,7 +103,7 @@ class JobContext:
     limits: InputSettings = field(default_factory=InputSettings)
 
 
-async def run_job(job: Job, ctx: JobContext) -> dict[str, Any]:
+async def run_job(job: Job, ctx: JobContext) -> ResultRow:
     """Dispatch one job to its endpoint's runner; every runner returns a results row."""
     if job.endpoint == "local":
         # CPU-bound: a worker thread of the default executor (bounded: min(32, cores + 4)).
@@ -126,12 +116,12 @@ async def run_job(job: Job, ctx: JobContext) -> dict[str, Any]:
 
 
 @task(name="remove-background", cache_policy=NONE, persist_result=False)
-async def process_job(job: Job, ctx: JobContext) -> dict[str, Any]:
+async def process_job(job: Job, ctx: JobContext) -> ResultRow:
     """One job as its own task run: visible in the UI, for runs small enough to afford it."""
     return await run_or_cancel(job, ctx)
 
 
-async def run_or_cancel(job: Job, ctx: JobContext) -> dict[str, Any]:
+async def run_or_cancel(job: Job, ctx: JobContext) -> ResultRow:
     """Run ``job``; if the run is cancelled meanwhile, cancel it at fal and record that.
 
     Handled here, inside the job's task run, so a cancelled run's task runs end Completed with a
@@ -154,13 +144,13 @@ class FlowJobs:
         self.holds_slot = ctx.fal is not None  # a fal job holds its slot only while at fal
         self.ledger = Ledger(ctx.storage)
 
-    async def run(self, job: Job) -> dict[str, Any]:
+    async def run(self, job: Job) -> ResultRow:
         if self.task_runs:
             named = process_job.with_options(task_run_name=f"row-{job.row}-{job.key[:8]}")
             return await named(job, self.ctx)
         return await run_or_cancel(job, self.ctx)
 
-    def interrupted_row(self, job: Job, exc: BaseException | None) -> dict[str, Any]:
+    def interrupted_row(self, job: Job, exc: BaseException | None) -> ResultRow:
         if exc is not None:
             get_run_logger().error(
                 "job %s crashed:\n%s", job.key, "".join(traceback.format_exception(exc))
@@ -170,7 +160,7 @@ class FlowJobs:
         note = "run cancelled while this job was in flight"
         if entry is not None and entry.request_id and entry.state in RESUMABLE:
             note += f"; fal request {entry.request_id} is kept in the ledger for the next run"
-        return ended_row(job, Status.cancelled, "cancelled", note)
+        return ended_row(job, Status.cancelled, ErrorCode.cancelled, note)
 
 
 def budget_summary(budget: BudgetGuard) -> dict[str, Any]:
@@ -204,7 +194,7 @@ def manifest_policy(params: RunParams, storage: Storage, limits: InputSettings) 
     refusal = local_inputs.including(own).refusal(params.manifest)
     if refusal is not None:
         raise ManifestError(
-            refusal.replace("local input", "manifest", 1), code="local_input_refused"
+            refusal.replace("local input", "manifest", 1), code=ErrorCode.local_input_refused
         )
     return local_inputs
 

@@ -21,6 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
 
+from tasks.ledger.results import ResultRow
 from tasks.run.progress import RunProgress
 
 CANCEL_POLL_S = 2.0  # how often the run asks the server whether it was cancelled
@@ -98,3 +99,13 @@ async def progress_artifact(progress: RunProgress) -> AsyncIterator[None]:
             await aupdate_progress_artifact(
                 artifact_id, progress=progress.percent, description=progress.describe()
             )
+
+
+def with_run(run_name: str, rows: list[ResultRow]) -> list[ResultRow]:
+    """Rows that say which run reports them and which flow run produced them: a shard's rows
+    keep their child flow run's id; rows made here take this flow run's id."""
+    here = str(flow_run.id) if flow_run.id else None
+    return [
+        row.model_copy(update={"run_name": run_name, "flow_run_id": row.flow_run_id or here})
+        for row in rows
+    ]

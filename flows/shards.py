@@ -21,17 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import pandas as pd
+import pyarrow.parquet as pq
 from prefect import get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
 
 from flows.closing import close_run
 from flows.params import RunParams
-from tasks.ledger.jobs import Job, Status, now_iso
+from tasks.errors import ErrorCode
+from tasks.ledger.jobs import Job, Status
+from tasks.ledger.results import ResultRow, ended_row, rows_from_table
 from tasks.manifest.plan import Plan
 from tasks.manifest.read import Manifest
-from tasks.report.tables import result_row
 from tasks.storage.store import Storage
 
 Runner = Callable[[RunParams], Awaitable[dict[str, Any]]]
@@ -63,7 +64,7 @@ class ShardOutcome:
 
     shard: Shard
     state: str
-    rows: list[dict[str, Any]]
+    rows: list[ResultRow]
     flow_run_id: str | None = None
     worker: str | None = None
     host: str | None = None
@@ -158,49 +159,35 @@ def child_params(params: RunParams, shard: Shard) -> RunParams:
     )
 
 
-def remap_rows(shard: Shard, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def remap_rows(shard: Shard, rows: list[ResultRow]) -> list[ResultRow]:
     """A child numbers its rows 1..n in shard-file order; give them their manifest numbers."""
     numbers = shard.rows
     out = []
     for row in rows:
-        fixed = dict(row)
-        fixed["row"] = numbers[int(row["row"]) - 1]
-        if fixed.get("duplicate_of") is not None:
-            fixed["duplicate_of"] = numbers[int(fixed["duplicate_of"]) - 1]
-        out.append(fixed)
+        fixed: dict[str, Any] = {"row": numbers[row.row - 1]}
+        if row.duplicate_of is not None:
+            fixed["duplicate_of"] = numbers[row.duplicate_of - 1]
+        out.append(row.model_copy(update=fixed))
     return out
 
 
-def failed_rows(shard: Shard, reason: str) -> list[dict[str, Any]]:
+def failed_rows(shard: Shard, reason: str) -> list[ResultRow]:
     """Every job of a shard whose run ended without results: failed, with the reason."""
     return [
-        result_row(
-            row=job.row,
-            id=job.id,
-            video_url=job.video_url,
-            job_key=job.key,
-            endpoint=job.endpoint,
-            status=Status.failed,
-            error_code="shard_failed",
-            error=reason[:500],
-            finished_at=now_iso(),
-        )
+        ended_row(job, Status.failed, ErrorCode.shard_failed, reason, attempts=None)
         for job in shard.jobs
     ]
 
 
-def read_shard_rows(storage: Storage, shard: Shard) -> list[dict[str, Any]] | None:
+def read_shard_rows(storage: Storage, shard: Shard) -> list[ResultRow] | None:
     """The child's results, or None when they are missing or belong to other jobs (stale)."""
     data = storage.read_bytes(f"runs/{shard.run_name}/results.parquet")
     if data is None:
         return None
-    frame = pd.read_parquet(io.BytesIO(data))
-    if sorted(frame["job_key"].dropna()) != sorted(job.key for job in shard.jobs):
+    rows = rows_from_table(pq.read_table(io.BytesIO(data)))
+    if sorted(r.job_key for r in rows if r.job_key) != sorted(job.key for job in shard.jobs):
         return None
-    records: list[dict[str, Any]] = (
-        frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    )
-    return remap_rows(shard, records)
+    return remap_rows(shard, rows)
 
 
 def collect(storage: Storage, shard: Shard, state: str, **info: Any) -> ShardOutcome:

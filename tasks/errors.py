@@ -47,10 +47,12 @@ class ErrorCode(StrEnum):
     manifest_delimiter = "manifest_delimiter", "the CSV uses another delimiter than a comma"
     manifest_parse = "manifest_parse", "the manifest could not be parsed"
     bad_row = "bad_row", "a ragged CSV line or an unreadable JSONL line"
-    unsupported_scheme = (
-        "unsupported_scheme",
-        "video_url is empty, not a URL, or of a scheme not read",
+    missing_video_url = "missing_video_url", "the row's video_url is empty"
+    bad_video_url = (
+        "bad_video_url",
+        "video_url is not text, has control characters or no host, or is not a video path",
     )
+    unsupported_scheme = "unsupported_scheme", "video_url has a scheme other than http(s), s3, file"
     invalid_options = "invalid_options", "the row's endpoint options are not valid"
     local_input_refused = "local_input_refused", "a local file this run may not read"
     # Inputs
@@ -127,9 +129,9 @@ class ErrorCode(StrEnum):
 class MatteflowError(Exception):
     """Base of all matteflow errors; ``code`` is stable and machine-readable."""
 
-    code = "error"
+    code: ErrorCode = ErrorCode.error
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
@@ -140,21 +142,21 @@ class MatteflowError(Exception):
 
 
 class ManifestError(MatteflowError):
-    code = "manifest_error"
+    code = ErrorCode.manifest_error
 
 
 class InputError(MatteflowError):
-    code = "input_error"
+    code = ErrorCode.input_error
 
 
 class EndpointError(MatteflowError):
-    code = "endpoint_error"
+    code = ErrorCode.endpoint_error
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         status_code: int | None = None,
         error_type: str | None = None,
     ) -> None:
@@ -164,21 +166,21 @@ class EndpointError(MatteflowError):
 
 
 class RetryableEndpointError(EndpointError):
-    code = "endpoint_transient"
+    code = ErrorCode.endpoint_transient
 
 
 class SubmitOutcomeUnknown(EndpointError):
     """fal has no idempotency key: a submit that may have arrived must not be sent again."""
 
-    code = "submit_unknown"
+    code = ErrorCode.submit_unknown
 
 
 class AuthError(EndpointError):
-    code = "auth_error"
+    code = ErrorCode.auth_error
 
 
 class VerificationError(MatteflowError):
-    code = "verification_failed"
+    code = ErrorCode.verification_failed
 
     def __init__(self, message: str, *, reasons: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
@@ -186,8 +188,8 @@ class VerificationError(MatteflowError):
 
 
 class StorageError(MatteflowError):
-    code = "storage_error"
+    code = ErrorCode.storage_error
 
 
 class BudgetExceeded(MatteflowError):
-    code = "budget_exceeded"
+    code = ErrorCode.budget_exceeded

@@ -10,15 +10,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import av
 
 from tasks.endpoints.local import LocalOptions
 from tasks.engine.pipeline import remove_background
 from tasks.engine.segment import Segmenter
-from tasks.errors import InputError, MatteflowError, StorageError
+from tasks.errors import ErrorCode, InputError, MatteflowError, StorageError
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.ledger.results import ResultRow, ended_row
 from tasks.media.formats import spec_for
 from tasks.media.preflight import InputSettings, carry_rotation, preflight
 from tasks.media.verify import (
@@ -30,7 +30,6 @@ from tasks.media.verify import (
     should_retry_verification,
     verify_output,
 )
-from tasks.report.tables import result_row, verification_columns
 from tasks.storage.store import Storage, local_input
 
 
@@ -41,64 +40,16 @@ def reusable(entry: LedgerEntry | None, storage: Storage) -> bool:
     return entry.bytes is not None and storage.size(entry.output_path) == entry.bytes
 
 
-def storage_failed_row(job: Job, exc: StorageError, started_at: str, t0: float) -> dict[str, Any]:
-    """The row of a job whose storage stayed away past its retries (any runner)."""
-    return result_row(
-        row=job.row,
-        id=job.id,
-        video_url=job.video_url,
-        job_key=job.key,
-        endpoint=job.endpoint,
-        status=Status.failed,
-        error_code=exc.code,
-        error=exc.message,
-        started_at=started_at,
-        finished_at=now_iso(),
-        elapsed_s=round(time.perf_counter() - t0, 3),
-    )
-
-
-def row_from_entry(job: Job, entry: LedgerEntry, status: Status, **extra: Any) -> dict[str, Any]:
-    probe = (entry.verification or {}).get("probe") or {}
-    values: dict[str, Any] = dict(
-        row=job.row,
-        id=job.id,
-        video_url=job.video_url,
-        job_key=job.key,
-        endpoint=job.endpoint,
-        status=status,
-        error_code=entry.error_code,
-        error=entry.error,
-        request_id=entry.request_id,
-        attempts=entry.attempts,
-        output_url=entry.output_url,
-        mask_url=entry.mask_url,
-        output_format=entry.metrics.get("output_format"),
-        frames=probe.get("frames", entry.metrics.get("frames")),
-        width=probe.get("width", entry.metrics.get("width")),
-        height=probe.get("height", entry.metrics.get("height")),
-        fps=probe.get("fps", entry.metrics.get("fps")),
-        duration_s=probe.get("duration_s", entry.metrics.get("duration_s")),
-        has_alpha=probe.get("has_alpha"),
-        verified=(entry.verification or {}).get("ok"),
-        bytes=entry.bytes,
-        sha256=entry.sha256,
-        estimated_cost_usd=entry.estimated_cost_usd,
-        cost_usd=entry.cost_usd,
-        **verification_columns(entry.verification),
-    )
-    values.update(extra)
-    return result_row(**values)
-
-
 def probe_source(src: Path) -> InputProbe:
     """The input's frames, size and timing: what a correct output must match."""
     try:
         return probe_input(src)
     except NoVideoStream as exc:
-        raise InputError("input has no video stream", code="input_no_video") from exc
+        raise InputError("input has no video stream", code=ErrorCode.input_no_video) from exc
     except (av.error.FFmpegError, OSError) as exc:
-        raise InputError(f"input is not a readable video: {exc}", code="input_undecodable") from exc
+        raise InputError(
+            f"input is not a readable video: {exc}", code=ErrorCode.input_undecodable
+        ) from exc
 
 
 def run_local_job(
@@ -108,7 +59,7 @@ def run_local_job(
     segmenter_factory: Callable[[], Segmenter] | None = None,
     settings: VerifySettings | None = None,
     limits: InputSettings | None = None,
-) -> dict[str, Any]:
+) -> ResultRow:
     """Process ``job`` with the local engine unless the ledger says it is already done.
 
     An output that fails verification is made once more only when ``settings`` allow it.
@@ -126,7 +77,10 @@ def run_local_job(
             t0,
         )
     except StorageError as exc:
-        return storage_failed_row(job, exc, started_at, t0)
+        elapsed_s = round(time.perf_counter() - t0, 3)
+        return ended_row(
+            job, Status.failed, exc.code, exc.message, started_at=started_at, elapsed_s=elapsed_s
+        )
 
 
 def _run_local_job(
@@ -136,13 +90,13 @@ def _run_local_job(
     settings: VerifySettings,
     limits: InputSettings,
     t0: float,
-) -> dict[str, Any]:
+) -> ResultRow:
     ledger = Ledger(storage)
     started_at = now_iso()
     entry = ledger.get(job.key)
     if reusable(entry, storage):
         assert entry is not None
-        return row_from_entry(
+        return ResultRow.from_entry(
             job,
             entry,
             Status.skipped,
@@ -230,7 +184,7 @@ def _run_local_job(
             continue
         break
     ledger.put(entry, event=entry.state.value)
-    return row_from_entry(
+    return ResultRow.from_entry(
         job,
         entry,
         status,

@@ -40,7 +40,7 @@ from tasks.engine.composite import (
 from tasks.engine.refine import EdgeRefiner, upscale_alpha
 from tasks.engine.segment import RGBFrame, Segmenter, clean_matte, input_size
 from tasks.engine.smooth import Smoother, make_smoother
-from tasks.errors import InputError
+from tasks.errors import ErrorCode, InputError
 from tasks.media.formats import FormatSpec, OutputFormat, spec_for
 
 # Encoder settings chosen for speed at good quality on a CPU.
@@ -137,10 +137,12 @@ def _open_input(src: Path) -> Any:
     try:
         container = av.open(str(src))
     except (av.error.FFmpegError, OSError) as exc:
-        raise InputError(f"input is not a readable video: {exc}", code="input_undecodable") from exc
+        raise InputError(
+            f"input is not a readable video: {exc}", code=ErrorCode.input_undecodable
+        ) from exc
     if not container.streams.video:
         container.close()
-        raise InputError("input has no video stream", code="input_no_video")
+        raise InputError("input has no video stream", code=ErrorCode.input_no_video)
     return container
 
 
@@ -150,7 +152,7 @@ def _add_video_stream(out: Any, spec: FormatSpec, transparent: bool, vin: Any) -
     if pix_fmt.endswith("420p") and (width % 2 or height % 2):
         raise InputError(
             f"{width}x{height} has an odd side; {spec.name.value} needs even sizes (4:2:0)",
-            code="input_odd_size",
+            code=ErrorCode.input_odd_size,
         )
     rate = vin.average_rate or vin.guessed_rate or Fraction(25)
     stream = out.add_stream(spec.codec, rate=rate)
@@ -394,12 +396,12 @@ def remove_background(
                 if stages.errors:
                     raise stages.errors[0]
     except (av.error.FFmpegError, ValueError) as exc:
-        raise InputError(f"could not process video: {exc}", code="engine_failed") from exc
+        raise InputError(f"could not process video: {exc}", code=ErrorCode.engine_failed) from exc
     finally:
         if own_segmenter:
             seg.close()
     if frames == 0:
-        raise InputError("input has no decodable video frames", code="input_no_frames")
+        raise InputError("input has no decodable video frames", code=ErrorCode.input_no_frames)
     fps = float(rate)
     duration = last_time + 1.0 / fps if fps else last_time
     return EngineResult(

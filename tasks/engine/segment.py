@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from tasks.errors import MatteflowError
+from tasks.errors import ErrorCode, MatteflowError
 
 Matte = npt.NDArray[np.float32]  # HxW in [0, 1]
 RGBFrame = npt.NDArray[np.uint8]  # HxWx3
@@ -34,13 +34,13 @@ class Segmenter(Protocol):
 
 
 class MissingExtra(MatteflowError):
-    code = "missing_extra"
+    code = ErrorCode.missing_extra
 
 
 class ModelError(MatteflowError):
     """User-supplied weights cannot be loaded or do not have the expected inputs/outputs."""
 
-    code = "model_error"
+    code = ErrorCode.model_error
 
 
 TINY = 1e-6  # mattes are cut to zero below this: denormal floats make every later pass crawl

@@ -9,34 +9,32 @@ run fetches the result it paid for instead of paying twice.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from tasks.engine.job import row_from_entry
-from tasks.fal.client import Submission
+from tasks.errors import ErrorCode
 from tasks.fal.job import FalRunner, cancel_quietly
 from tasks.ledger.jobs import Job, JobState, Ledger, Status, now_iso
-from tasks.run.fanout import ended_row
+from tasks.ledger.results import ResultRow, ended_row
 
 IN_FLIGHT = (JobState.submitted, JobState.running)
 GONE = ("CANCELLATION_REQUESTED", "NOT_FOUND")
 
 
-async def cancel_fal_job(job: Job, ledger: Ledger, runner: FalRunner) -> dict[str, Any]:
+async def cancel_fal_job(job: Job, ledger: Ledger, runner: FalRunner) -> ResultRow:
     """``PUT cancel_url`` for ``job`` if fal has it, update its ledger entry, return its row."""
     entry = await asyncio.to_thread(ledger.get, job.key)
-    fal_meta = entry.metrics.get("fal") or {} if entry is not None else {}
-    if entry is None or entry.state not in IN_FLIGHT or "submission" not in fal_meta:
+    handles = entry.fal if entry is not None else None
+    if entry is None or entry.state not in IN_FLIGHT or handles is None or not handles.submission:
         return ended_row(
             job,
             Status.cancelled,
-            "cancelled",
+            ErrorCode.cancelled,
             "run cancelled before this job was submitted to fal.ai",
         )
-    sub = Submission.model_validate(fal_meta["submission"])
+    sub = handles.submission
     answer = await cancel_quietly(runner.client, sub)
-    fal_meta["cancel"] = answer
+    handles.cancel = answer
     if answer in GONE:
-        fal_meta["cancelled_submission"] = fal_meta.pop("submission")
+        handles.cancelled_submission, handles.submission = sub, None
         entry.state, entry.request_id = JobState.cancelled, None
         note = f"run cancelled: fal.ai request {sub.request_id} cancelled ({answer}); a re-run submits it again"
     else:
@@ -44,6 +42,6 @@ async def cancel_fal_job(job: Job, ledger: Ledger, runner: FalRunner) -> dict[st
             f"run cancelled: fal.ai answered {answer} to the cancel of request {sub.request_id};"
             " a re-run fetches its result without submitting again"
         )
-    entry.error_code, entry.error = "cancelled", note
+    entry.error_code, entry.error = ErrorCode.cancelled, note
     await asyncio.to_thread(ledger.put, entry, event="cancelled")
-    return row_from_entry(job, entry, Status.cancelled, finished_at=now_iso())
+    return ResultRow.from_entry(job, entry, Status.cancelled, finished_at=now_iso())

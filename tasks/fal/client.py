@@ -25,7 +25,14 @@ import httpx
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.errors import AuthError, EndpointError, RetryableEndpointError, SubmitOutcomeUnknown
+from tasks.errors import (
+    AuthError,
+    EndpointError,
+    ErrorCode,
+    RetryableEndpointError,
+    SubmitOutcomeUnknown,
+)
+from tasks.ledger.handles import Submission
 from tasks.storage.store import CHUNK, redact_url
 
 RETRY_STATUSES = frozenset({408, 409, 429})
@@ -153,14 +160,6 @@ def poll_delay(polls: int, policy: PollPolicy, rng: random.Random) -> float:
 # -- models of fal's answers ------------------------------------------------------------------
 
 
-class Submission(BaseModel):
-    request_id: str
-    status_url: str
-    response_url: str
-    cancel_url: str
-    queue_position: int | None = None
-
-
 class QueueStatus(BaseModel):
     status: str  # IN_QUEUE | IN_PROGRESS | COMPLETED
     queue_position: int | None = None
@@ -218,7 +217,7 @@ def error_for(resp: httpx.Response, what: str) -> EndpointError:
             status_code=status,
             error_type=error_type,
         )
-    code = "fal_validation_error" if status == 422 else "fal_http_error"
+    code = ErrorCode.fal_validation_error if status == 422 else ErrorCode.fal_http_error
     return EndpointError(
         f"fal.ai {what} failed (HTTP {status}): {_detail(resp)}",
         code=code,
@@ -341,7 +340,7 @@ class FalClient:
         if resp.status_code == 404:
             raise EndpointError(
                 "fal.ai does not know this request any more (HTTP 404)",
-                code="fal_request_not_found",
+                code=ErrorCode.fal_request_not_found,
                 status_code=404,
             )
         if resp.status_code >= 300:
@@ -371,7 +370,7 @@ class FalClient:
             if loop.time() >= deadline:
                 raise EndpointError(
                     f"fal.ai job not finished after {self.poll.timeout_s:.0f} s",
-                    code="fal_timeout",
+                    code=ErrorCode.fal_timeout,
                 )
             await self.sleep(poll_delay(polls, self.poll, self.rng))
             polls += 1
@@ -387,7 +386,7 @@ class FalClient:
         except ValueError as exc:
             raise RetryableEndpointError("fal.ai result is not valid JSON") from exc
         if not isinstance(body, dict):
-            raise EndpointError("fal.ai result is not an object", code="fal_bad_result")
+            raise EndpointError("fal.ai result is not an object", code=ErrorCode.fal_bad_result)
         return body
 
     async def cancel(self, cancel_url: str) -> str:
@@ -456,7 +455,7 @@ class FalClient:
         if resp.status_code >= 300:
             raise EndpointError(
                 f"download of {redact_url(url)} failed (HTTP {resp.status_code})",
-                code="fal_download_failed",
+                code=ErrorCode.fal_download_failed,
                 status_code=resp.status_code,
             )
         size, sha = resp.extensions["matteflow"]

@@ -4,30 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-
-class FalFile(BaseModel):
-    """``video``/``mask_video`` of a fal result; the extra fields come from birefnet."""
-
-    model_config = ConfigDict(extra="allow")
-
-    url: str
-    content_type: str | None = None
-    file_name: str | None = None
-    file_size: int | None = None
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-    duration: float | None = None
-    num_frames: int | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        """What goes into the ledger: everything but inline data (sync_mode data URIs)."""
-        data = self.model_dump(mode="json", exclude_none=True)
-        if str(data.get("url", "")).startswith("data:"):
-            data["url"] = "data:…"
-        return data
+from tasks.ledger.handles import FalFile
 
 
 class FalOutputs(BaseModel):

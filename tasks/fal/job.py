@@ -23,19 +23,22 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from tasks.endpoints import EndpointInfo
-from tasks.engine.job import reusable, row_from_entry, storage_failed_row
+from tasks.engine.job import reusable
 from tasks.errors import (
     AuthError,
     BudgetExceeded,
     EndpointError,
+    ErrorCode,
     InputError,
     MatteflowError,
     StorageError,
     SubmitOutcomeUnknown,
 )
-from tasks.fal.client import CallTrace, FalClient, QueueStatus, Submission, retry_delay
-from tasks.fal.files import FalFile, parse_outputs
+from tasks.fal.client import CallTrace, FalClient, QueueStatus, retry_delay
+from tasks.fal.files import parse_outputs
+from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
+from tasks.ledger.results import ResultRow, ended_row
 from tasks.media.formats import spec_for
 from tasks.media.inputs import InputMetadata, local_path, read_input_metadata, readable_location
 from tasks.media.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
@@ -50,7 +53,12 @@ SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
 EndpointSlot = Callable[[Job], AbstractAsyncContextManager[Any]]
 # fal itself failed the job (or forgot it): a re-run submits it again only with retry_failed.
 FAL_FAILED = frozenset(
-    {"fal_job_error", "fal_validation_error", "fal_bad_result", "fal_request_not_found"}
+    {
+        ErrorCode.fal_job_error,
+        ErrorCode.fal_validation_error,
+        ErrorCode.fal_bad_result,
+        ErrorCode.fal_request_not_found,
+    }
 )
 
 
@@ -126,7 +134,7 @@ def check_reachable(job: Job, runner: FalRunner) -> None:
             f"{path} is a local file, which fal.ai cannot read, and uploads to fal's storage "
             "are off: put it on http(s) or s3://, or allow uploads (--fal-uploads, or "
             "MATTEFLOW_FAL_UPLOADS=true)",
-            code="upload_disabled",
+            code=ErrorCode.upload_disabled,
         )
 
 
@@ -193,8 +201,16 @@ def suffix_of(file: FalFile, default: str) -> str:
 # -- the job --------------------------------------------------------------------------------
 
 
+def fal_handles(entry: LedgerEntry) -> FalHandles:
+    """The handles of a job fal accepted (its entry has them from the moment of the submit)."""
+    assert entry.fal is not None
+    return entry.fal
+
+
 def submission_of(entry: LedgerEntry) -> Submission:
-    return Submission.model_validate(entry.metrics["fal"]["submission"])
+    sub = fal_handles(entry).submission
+    assert sub is not None
+    return sub
 
 
 async def save(ledger: Ledger, entry: LedgerEntry, event: str) -> None:
@@ -232,7 +248,8 @@ async def submit_job(
         await save(ledger, entry, "submitting")
         sub = await runner.client.submit(runner.app, arguments, trace=trace)
         entry.state, entry.request_id = JobState.submitted, sub.request_id
-        entry.metrics["fal"] = {"app": runner.app, "submission": sub.model_dump(mode="json")}
+        sub = sub.model_copy(update={"submitted_at": now_iso()})
+        entry.fal = FalHandles(app=runner.app, submission=sub)
         await save(ledger, entry, "submitted")
     return sub
 
@@ -250,15 +267,15 @@ async def bring_home(
     try:
         outputs = parse_outputs(result)
     except ValidationError as exc:
-        raise EndpointError("fal.ai result has no video output", code="fal_bad_result") from exc
+        raise EndpointError(
+            "fal.ai result has no video output", code=ErrorCode.fal_bad_result
+        ) from exc
     options = runner.info.options(job.params)
     spec = spec_for(runner.info.output_format(options))
     transparent = runner.info.transparent(options)
-    fal_meta = entry.metrics.setdefault("fal", {})
-    fal_meta["outputs"] = {
-        "video": outputs.video.metadata(),
-        "mask_video": outputs.mask_video.metadata() if outputs.mask_video else None,
-    }
+    entry.fal = entry.fal or FalHandles()
+    mask_video = outputs.mask_video.stored() if outputs.mask_video else None
+    entry.fal.result = FalResult(video=outputs.video.stored(), mask_video=mask_video)
     probed = entry.metrics.get("input") or {}
     frames = probed.get("frames") if probed.get("exact") else None
     stem = safe_stem(job.id, job.key)
@@ -268,7 +285,7 @@ async def bring_home(
         if outputs.video.file_size is not None and size != outputs.video.file_size:
             raise EndpointError(
                 f"download truncated: {size} of {outputs.video.file_size} bytes",
-                code="fal_download_failed",
+                code=ErrorCode.fal_download_failed,
             )
         expected = Expectation(spec=spec, transparent=transparent, frames=frames)
         report = await asyncio.to_thread(verify_output, out, expected, runner.verify)
@@ -296,18 +313,18 @@ async def bring_home(
                 mask_probe = await asyncio.to_thread(probe, mask)
             except Exception as exc:  # PyAV raises many types for a broken file
                 entry.state = JobState.failed_verification
-                entry.error_code = "mask_undecodable"
+                entry.error_code = ErrorCode.mask_undecodable
                 entry.error = f"mask video does not decode: {type(exc).__name__}"
                 return Status.failed_verification
             if frames is not None and mask_probe.frames != frames:
                 entry.state = JobState.failed_verification
-                entry.error_code = "mask_frame_count"
+                entry.error_code = ErrorCode.mask_frame_count
                 entry.error = f"mask has {mask_probe.frames} frames, expected {frames}"
                 return Status.failed_verification
             disagree = await asyncio.to_thread(verify_mask, out, mask, runner.verify)
             if disagree:
                 entry.state = JobState.failed_verification
-                entry.error_code = ",".join(code for code, _ in disagree)
+                entry.error_code = disagree[0][0]
                 entry.error = "; ".join(text for _, text in disagree)
                 return Status.failed_verification
             mask_rel = f"videos/{stem}.mask{mask.suffix}"
@@ -340,14 +357,16 @@ def actual_cost(price: Price, frames: int, status: QueueStatus) -> float:
 
 def resumable(entry: LedgerEntry | None, runner: FalRunner) -> bool:
     """A job fal accepted is polled again, unless fal itself failed it and retry is asked."""
-    if entry is None or entry.request_id is None or "fal" not in entry.metrics:
+    if entry is None or entry.request_id is None or entry.fal is None:
+        return False
+    if entry.fal.submission is None:
         return False
     return not (
         runner.retry_failed and entry.state is JobState.failed and entry.error_code in FAL_FAILED
     )
 
 
-async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str, Any]:
+async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> ResultRow:
     """Process ``job`` on fal unless the ledger says it is done; returns its results row.
 
     ``AuthError`` propagates (the run must stop); every other failure ends in the row. Storage
@@ -358,16 +377,19 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> dict[str
     try:
         return await _run_fal_job(job, storage, runner, t0)
     except StorageError as exc:
-        return storage_failed_row(job, exc, started_at, t0)
+        elapsed_s = round(time.perf_counter() - t0, 3)
+        return ended_row(
+            job, Status.failed, exc.code, exc.message, started_at=started_at, elapsed_s=elapsed_s
+        )
 
 
-async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> dict[str, Any]:
+async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> ResultRow:
     ledger = Ledger(storage)
     started_at = now_iso()
     entry = await asyncio.to_thread(ledger.get, job.key)
     if await asyncio.to_thread(reusable, entry, storage):
         assert entry is not None
-        return row_from_entry(
+        return ResultRow.from_entry(
             job,
             entry,
             Status.skipped,
@@ -407,14 +429,14 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
             try:
                 final = await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
             except EndpointError as exc:
-                if exc.code == "fal_timeout":
-                    entry.metrics["fal"]["cancel"] = await cancel_quietly(runner.client, sub)
+                if exc.code == ErrorCode.fal_timeout:
+                    fal_handles(entry).cancel = await cancel_quietly(runner.client, sub)
                 raise
-        entry.metrics["fal"]["metrics"] = final.metrics
+        fal_handles(entry).metrics = final.metrics
         if final.error:
             raise EndpointError(
                 f"fal.ai job failed: {final.error}"[:500],
-                code="fal_job_error",
+                code=ErrorCode.fal_job_error,
                 error_type=final.error_type,
             )
         result = await runner.client.result(sub.response_url, trace=trace)
@@ -438,7 +460,7 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
     seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
     entry.metrics["fal_error_types"] = sorted(seen)
     await save(ledger, entry, status.value)
-    return row_from_entry(
+    return ResultRow.from_entry(
         job,
         entry,
         status,

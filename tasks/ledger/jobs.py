@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from tasks.errors import ErrorCode
+from tasks.ledger.handles import FalHandles
 from tasks.storage.store import Storage
 
 
@@ -96,14 +98,41 @@ class LedgerEntry(BaseModel):
     bytes: int | None = None
     sha256: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    fal: FalHandles | None = None  # a fal job's submission (its resume handle) and result
     verification: dict[str, Any] = Field(default_factory=dict)
     estimated_cost_usd: float = 0.0
     cost_usd: float = 0.0
-    error_code: str | None = None
+    error_code: ErrorCode | None = None
     error: str | None = None
     created_at: str = Field(default_factory=now_iso)
     updated_at: str = Field(default_factory=now_iso)
     history: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """Entries written before the fal handles were typed keep them in ``metrics["fal"]``."""
+        if not isinstance(data, dict):
+            return data
+        metrics = data.get("metrics")
+        if isinstance(metrics, dict) and isinstance(metrics.get("fal"), dict):
+            metrics = dict(metrics)
+            old = metrics.pop("fal")
+            data = {**data, "metrics": metrics}
+            data.setdefault("fal", FalHandles.from_legacy(old))
+        return data
+
+    @field_validator("error_code", mode="before")
+    @classmethod
+    def _one_code(cls, value: Any) -> Any:
+        """Older entries may hold a comma-joined list (the first is the main reason) or a code
+        no longer in the registry (kept as ``error``; the text still says what happened)."""
+        if isinstance(value, str) and not isinstance(value, ErrorCode):
+            first = value.split(",")[0].strip()
+            if not first:
+                return None
+            return first if first in ErrorCode.__members__ else ErrorCode.error
+        return value
 
 
 class Ledger:

@@ -9,16 +9,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks.endpoints import EndpointInfo
+from tasks.errors import ErrorCode
 from tasks.ledger.jobs import Job, Status, job_key
+from tasks.ledger.results import ResultRow, ended_row
 from tasks.manifest.read import Manifest, ManifestRow
 from tasks.media.preflight import LocalInputPolicy
-from tasks.report.tables import result_row
 
 
 @dataclass
 class Plan:
     jobs: list[Job] = field(default_factory=list)
-    invalid: list[dict[str, Any]] = field(default_factory=list)
+    invalid: list[ResultRow] = field(default_factory=list)
     duplicates: dict[int, str] = field(default_factory=dict)  # row -> job key it repeats
 
 
@@ -29,19 +30,6 @@ def describe_validation_error(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "options"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
-
-
-def invalid_row(row: ManifestRow, endpoint: str, code: str, error: str) -> dict[str, Any]:
-    return result_row(
-        row=row.row,
-        id=row.id,
-        video_url=row.video_url,
-        endpoint=endpoint,
-        status=Status.invalid,
-        error_code=code,
-        error=error,
-        attempts=0,
-    )
 
 
 def resolve_params(
@@ -70,13 +58,17 @@ def plan_jobs(
     seen: dict[str, Job] = {}
     resolved: dict[str, dict[str, Any] | str] = {}
     endpoint = info.name.value
+
+    def refused(row: ManifestRow, code: ErrorCode, error: str) -> ResultRow:
+        return ended_row(row, Status.invalid, code, error, endpoint=endpoint)
+
     for row in manifest.rows:
         if row.error_code:
-            plan.invalid.append(invalid_row(row, endpoint, row.error_code, row.error or ""))
+            plan.invalid.append(refused(row, row.error_code, row.error or ""))
             continue
         refusal = local_inputs.refusal(row.video_url) if local_inputs is not None else None
         if refusal is not None:
-            plan.invalid.append(invalid_row(row, endpoint, "local_input_refused", refusal))
+            plan.invalid.append(refused(row, ErrorCode.local_input_refused, refusal))
             continue
         # Catalog rows repeat a few option combinations: validate each combination once.
         combo = json.dumps(row.overrides, sort_keys=True, default=str)
@@ -87,7 +79,7 @@ def plan_jobs(
                 resolved[combo] = describe_validation_error(exc)
         params = resolved[combo]
         if isinstance(params, str):
-            plan.invalid.append(invalid_row(row, endpoint, "invalid_options", params))
+            plan.invalid.append(refused(row, ErrorCode.invalid_options, params))
             continue
         key = job_key(row.video_url, endpoint, params)
         if key in seen:

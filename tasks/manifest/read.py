@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import fsspec
 import pandas as pd
 
-from tasks.errors import ManifestError
+from tasks.errors import ErrorCode, ManifestError
 from tasks.storage.store import redact_url, s3_options
 
 SCHEMES = ("http", "https", "s3", "file")
@@ -37,7 +37,7 @@ class ManifestRow:
     id: str
     video_url: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    error_code: str | None = None
+    error_code: ErrorCode | None = None
     error: str | None = None
 
 
@@ -54,7 +54,7 @@ def manifest_format(url: str) -> str:
         raise ManifestError(
             f"manifest {redact_url(url)}: unknown extension {suffix or '(none)'!r}; "
             "use .csv, .jsonl or .parquet",
-            code="manifest_format",
+            code=ErrorCode.manifest_format,
         )
     return FORMATS[suffix]
 
@@ -73,15 +73,15 @@ def _read_raw(url: str, storage_options: dict[str, Any] | None) -> bytes:
             raw: bytes = fh.read()
     except FileNotFoundError as exc:
         raise ManifestError(
-            f"manifest {redact_url(url)} not found", code="manifest_not_found"
+            f"manifest {redact_url(url)} not found", code=ErrorCode.manifest_not_found
         ) from exc
     except (OSError, ValueError) as exc:
         raise ManifestError(
             f"manifest {redact_url(url)} cannot be opened: {type(exc).__name__}: {exc}",
-            code="manifest_unreadable",
+            code=ErrorCode.manifest_unreadable,
         ) from exc
     if not raw.strip():
-        raise ManifestError(f"manifest {redact_url(url)} is empty", code="manifest_empty")
+        raise ManifestError(f"manifest {redact_url(url)} is empty", code=ErrorCode.manifest_empty)
     return raw
 
 
@@ -94,7 +94,7 @@ def _text(url: str, raw: bytes) -> str:
     except UnicodeDecodeError as exc:
         raise ManifestError(
             f"manifest {redact_url(url)} is not UTF-8 text (byte {exc.start}); save it as UTF-8",
-            code="manifest_encoding",
+            code=ErrorCode.manifest_encoding,
         ) from exc
 
 
@@ -105,7 +105,7 @@ def _check_header(url: str, columns: list[str], first_line: str) -> None:
         if dupes:
             raise ManifestError(
                 f"manifest {redact_url(url)} has duplicate columns: {', '.join(dupes)}",
-                code="manifest_duplicate_columns",
+                code=ErrorCode.manifest_duplicate_columns,
             )
         return
     for sep, name in DELIMITERS.items():
@@ -113,12 +113,12 @@ def _check_header(url: str, columns: list[str], first_line: str) -> None:
             raise ManifestError(
                 f"manifest {redact_url(url)} looks {name}-separated ({first_line[:80]!r}); "
                 "matteflow reads comma-separated CSV: save it with commas (or as JSONL)",
-                code="manifest_delimiter",
+                code=ErrorCode.manifest_delimiter,
             )
     raise ManifestError(
         f"manifest {redact_url(url)} has no 'video_url' column "
         f"(columns: {', '.join(columns)[:200] or 'none'})",
-        code="manifest_no_video_url",
+        code=ErrorCode.manifest_no_video_url,
     )
 
 
@@ -129,7 +129,7 @@ def _csv_records(url: str, text: str) -> tuple[list[str], Iterator[Record]]:
         header = next(reader)
     except (StopIteration, csv.Error) as exc:
         raise ManifestError(
-            f"manifest {redact_url(url)} has no header line", code="manifest_parse"
+            f"manifest {redact_url(url)} has no header line", code=ErrorCode.manifest_parse
         ) from exc
     columns = [c.strip() for c in header]
     _check_header(url, columns, text.split("\n", 1)[0])
@@ -180,7 +180,7 @@ def _jsonl_records(url: str, text: str) -> tuple[list[str], Iterator[Record]]:
     if not any(error is None for _, error in records):
         first = next((e for _, e in records if e), "no objects")
         raise ManifestError(
-            f"manifest {redact_url(url)} is not valid jsonl: {first}", code="manifest_parse"
+            f"manifest {redact_url(url)} is not valid jsonl: {first}", code=ErrorCode.manifest_parse
         )
     _check_header(url, list(columns), "")
     return list(columns), iter(records)
@@ -192,7 +192,8 @@ def _parquet_records(url: str, raw: bytes) -> tuple[list[str], Iterator[Record]]
     except (ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ManifestError(
-            f"manifest {redact_url(url)} is not valid parquet: {first}", code="manifest_parse"
+            f"manifest {redact_url(url)} is not valid parquet: {first}",
+            code=ErrorCode.manifest_parse,
         ) from exc
     columns = [str(c).strip() for c in frame.columns]
     frame.columns = pd.Index(columns)
@@ -229,36 +230,39 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def check_video_url(value: Any) -> tuple[str | None, str | None]:
+def check_video_url(value: Any) -> tuple[ErrorCode | None, str | None]:
     """(error_code, error) for a bad ``video_url`` value, or (None, None).
 
     A value without a scheme is a local path, and must name a file with an extension: "N/A",
     "12345" or "see notes" are not videos, and "www.x.com/a.mp4" is a URL missing its scheme.
     """
     if _is_blank(value):
-        return "missing_video_url", "video_url is empty"
+        return ErrorCode.missing_video_url, "video_url is empty"
     if not isinstance(value, str):
-        return "bad_video_url", f"video_url must be text, got {type(value).__name__}"
+        return ErrorCode.bad_video_url, f"video_url must be text, got {type(value).__name__}"
     text = value.strip()
     if CONTROL.search(text):
-        return "bad_video_url", "video_url contains control characters (a pasted line break?)"
+        return (
+            ErrorCode.bad_video_url,
+            "video_url contains control characters (a pasted line break?)",
+        )
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if len(scheme) == 1:  # a Windows drive letter, not a scheme
         scheme = ""
     if scheme and scheme not in SCHEMES:
-        return "unsupported_scheme", (
+        return ErrorCode.unsupported_scheme, (
             f"video_url scheme {scheme!r} is not supported (use http, https, s3, file or a path)"
         )
     if scheme in ("http", "https", "s3") and not parts.netloc:
-        return "bad_video_url", f"video_url {redact_url(text)!r} has no host or bucket"
+        return ErrorCode.bad_video_url, f"video_url {redact_url(text)!r} has no host or bucket"
     if not scheme:
         if WEB_HOST.match(text):
-            return "bad_video_url", (
+            return ErrorCode.bad_video_url, (
                 f"video_url {text[:80]!r} looks like a web address without http:// or https://"
             )
         if not PurePosixPath(text.replace("\\", "/")).suffix:
-            return "bad_video_url", (
+            return ErrorCode.bad_video_url, (
                 f"video_url {text[:80]!r} is neither a URL nor a path to a video file"
             )
     return None, None
@@ -275,7 +279,7 @@ def read_manifest(
         raw_id = record.get("id")
         row_id = str(number) if _is_blank(raw_id) else str(_clean(raw_id)).strip()
         video_url = record.get("video_url")
-        code, error = ("bad_row", bad_line) if bad_line else check_video_url(video_url)
+        code, error = (ErrorCode.bad_row, bad_line) if bad_line else check_video_url(video_url)
         overrides = {
             k: _clean(v) for k, v in record.items() if k in option_fields and not _is_blank(v)
         }
@@ -291,6 +295,6 @@ def read_manifest(
         )
     if not rows:
         raise ManifestError(
-            f"manifest {redact_url(url)} has a header but no rows", code="manifest_no_rows"
+            f"manifest {redact_url(url)} has a header but no rows", code=ErrorCode.manifest_no_rows
         )
     return Manifest(url=url, rows=rows, ignored_columns=ignored)

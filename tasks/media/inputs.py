@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 import av
 import fsspec
 
-from tasks.errors import InputError
+from tasks.errors import ErrorCode, InputError
 from tasks.storage.store import redact_url, s3_options
 
 
@@ -54,7 +54,9 @@ def read_input_metadata(location: str, *, timeout_s: float = 30.0) -> InputMetad
     try:
         with av.open(location, timeout=timeout_s) as container:
             if not container.streams.video:
-                raise InputError(f"input {shown} has no video stream", code="input_no_video")
+                raise InputError(
+                    f"input {shown} has no video stream", code=ErrorCode.input_no_video
+                )
             stream = container.streams.video[0]
             fps, duration, counted = stream_timing(container, stream)
             exact = counted is not None
@@ -73,7 +75,7 @@ def read_input_metadata(location: str, *, timeout_s: float = 30.0) -> InputMetad
         raise InputError(
             f"input {shown} cannot be probed: {type(exc).__name__}: "
             f"{str(exc).replace(location, shown)[:200]}",
-            code="input_unreadable",
+            code=ErrorCode.input_unreadable,
         ) from exc
 
 
@@ -93,12 +95,12 @@ def presign(url: str, expires_s: int, storage_options: dict[str, Any] | None) ->
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)
         if not fs.exists(path):
-            raise InputError(f"input not found: {redact_url(url)}", code="input_not_found")
+            raise InputError(f"input not found: {redact_url(url)}", code=ErrorCode.input_not_found)
         return str(fs.url(path, expires=expires_s))
     except (OSError, ValueError) as exc:
         raise InputError(
             f"cannot presign input {redact_url(url)}: {type(exc).__name__}",
-            code="input_unreachable",
+            code=ErrorCode.input_unreachable,
         ) from exc
 
 
@@ -107,7 +109,7 @@ def readable_location(url: str, expires_s: int, storage_options: dict[str, Any] 
     path = local_path(url)
     if path is not None:
         if not path.is_file():
-            raise InputError(f"input file not found: {path}", code="input_not_found")
+            raise InputError(f"input file not found: {path}", code=ErrorCode.input_not_found)
         return str(path)
     if urlsplit(url).scheme == "s3":
         return presign(url, expires_s, storage_options)

@@ -21,7 +21,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.errors import InputError
+from tasks.errors import ErrorCode, InputError
 from tasks.media.formats import FormatSpec
 from tasks.media.inputs import local_path, stream_timing
 from tasks.storage.store import raise_for_input_response, redact_url, too_large
@@ -121,16 +121,22 @@ class InputFacts:
 def check_limits(facts: InputFacts, limits: InputSettings, shown: str) -> None:
     """Raise ``InputError`` for the first limit ``facts`` exceed, naming the setting to raise."""
     checks = [
-        (facts.bytes or 0, limits.max_bytes, "input_too_large", "bytes", "MAX_BYTES"),
-        (facts.duration_s, limits.max_duration_s, "input_too_long", "seconds", "MAX_DURATION_S"),
+        (facts.bytes or 0, limits.max_bytes, ErrorCode.input_too_large, "bytes", "MAX_BYTES"),
+        (
+            facts.duration_s,
+            limits.max_duration_s,
+            ErrorCode.input_too_long,
+            "seconds",
+            "MAX_DURATION_S",
+        ),
         (
             facts.width * facts.height,
             limits.max_pixels,
-            "input_too_many_pixels",
+            ErrorCode.input_too_many_pixels,
             f"pixels a frame ({facts.width}x{facts.height})",
             "MAX_PIXELS",
         ),
-        (facts.frames, limits.max_frames, "input_too_many_frames", "frames", "MAX_FRAMES"),
+        (facts.frames, limits.max_frames, ErrorCode.input_too_many_frames, "frames", "MAX_FRAMES"),
     ]
     for value, limit, code, unit, env in checks:
         if value > limit:
@@ -145,19 +151,19 @@ def sniff_file(path: Path, limits: InputSettings) -> int:
     """Refuse an empty file, an oversized one, or a web page saved as a video; return its size."""
     size = path.stat().st_size
     if size == 0:
-        raise InputError(f"input {path.name} is empty (0 bytes)", code="input_empty")
+        raise InputError(f"input {path.name} is empty (0 bytes)", code=ErrorCode.input_empty)
     if size > limits.max_bytes:
         raise InputError(
             f"input {path.name} is over the limit: {size} bytes > {limits.max_bytes} "
             "(MATTEFLOW_INPUT_MAX_BYTES)",
-            code="input_too_large",
+            code=ErrorCode.input_too_large,
         )
     with path.open("rb") as fh:
         head = fh.read(1024).lstrip().lower()
     if head.startswith(HTML_MARKERS) or b"<html" in head:
         raise InputError(
             f"input {path.name} is an HTML page, not a video (a login or error page?)",
-            code="input_html",
+            code=ErrorCode.input_html,
         )
     return size
 
@@ -173,7 +179,7 @@ def read_facts(path: Path) -> InputFacts:
                 ]
                 raise InputError(
                     f"input {path.name} has no video stream ({', '.join(kinds)} only)",
-                    code="input_no_video",
+                    code=ErrorCode.input_no_video,
                 )
             stream = videos[0]
             fps, duration, counted = stream_timing(container, stream)
@@ -205,7 +211,7 @@ def read_facts(path: Path) -> InputFacts:
         raise InputError(
             f"input {path.name} is not a readable video: {type(exc).__name__}: "
             f"{str(exc).replace(str(path), path.name)[:200]}",
-            code="input_undecodable",
+            code=ErrorCode.input_undecodable,
         ) from exc
 
 
@@ -224,7 +230,7 @@ def preflight(path: Path, limits: InputSettings, spec: FormatSpec | None = None)
             raise InputError(
                 f"{facts.width}x{facts.height} has an odd side; {spec.name.value} needs even "
                 "sizes (4:2:0): use mov_proresks or gif, or crop the input by one pixel",
-                code="input_odd_size",
+                code=ErrorCode.input_odd_size,
             )
     return facts
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.errors import ErrorCode
 from tasks.media.formats import FormatSpec, OutputFormat
 from tasks.media.probe import (
     InputProbe,
@@ -34,7 +34,6 @@ from tasks.media.probe import (
 from tasks.storage.store import sha256_file
 
 __all__ = [
-    "Code",
     "Expectation",
     "InputProbe",
     "NoVideoStream",
@@ -58,41 +57,17 @@ def _describe(exc: BaseException) -> str:
     return str(getattr(exc, "strerror", None) or exc)
 
 
-class Code(StrEnum):
-    """Stable reason codes of a failed verification."""
-
-    output_missing = "output_missing"
-    output_empty = "output_empty"
-    output_not_video = "output_not_video"
-    output_truncated = "output_truncated"
-    output_undecodable = "output_undecodable"
-    wrong_container = "wrong_container"
-    wrong_codec = "wrong_codec"
-    alpha_missing = "alpha_missing"
-    alpha_unexpected = "alpha_unexpected"
-    frame_count = "frame_count"
-    wrong_size = "wrong_size"
-    wrong_fps = "wrong_fps"
-    wrong_duration = "wrong_duration"
-    matte_empty = "matte_empty"
-    matte_full = "matte_full"
-    matte_flicker = "matte_flicker"
-    mask_undecodable = "mask_undecodable"
-    mask_frame_count = "mask_frame_count"
-    mask_mismatch = "mask_mismatch"
-
-
 # Failures a second run of the same job can plausibly fix (a cut download, a dropped frame);
 # a wrong codec or an empty matte would come back the same and be paid for twice.
 TRANSIENT_CODES = frozenset(
     {
-        Code.output_missing,
-        Code.output_empty,
-        Code.output_truncated,
-        Code.output_undecodable,
-        Code.frame_count,
-        Code.mask_undecodable,
-        Code.mask_frame_count,
+        ErrorCode.output_missing,
+        ErrorCode.output_empty,
+        ErrorCode.output_truncated,
+        ErrorCode.output_undecodable,
+        ErrorCode.frame_count,
+        ErrorCode.mask_undecodable,
+        ErrorCode.mask_frame_count,
     }
 )
 MAX_VERIFICATION_RETRIES = 1
@@ -169,7 +144,7 @@ class VerifySettings(BaseModel):
         description="Run a job once more when its output fails verification with a transient "
         "reason. Off by default: on a paid endpoint the second run is billed.",
     )
-    retry_codes: frozenset[str] = Field(
+    retry_codes: frozenset[ErrorCode] = Field(
         TRANSIENT_CODES, description="Reason codes that make a verification failure retryable."
     )
 
@@ -229,7 +204,7 @@ class Expectation:
         )
 
 
-Reason = tuple[str, str]
+Reason = tuple[ErrorCode, str]
 
 
 @dataclass
@@ -255,7 +230,7 @@ class VerifyReport:
         }
 
     @property
-    def codes(self) -> list[str]:
+    def codes(self) -> list[ErrorCode]:
         return [code for code, _ in self.reasons]
 
     @property
@@ -263,8 +238,10 @@ class VerifyReport:
         return "; ".join(text for _, text in self.reasons)
 
     @property
-    def error_code(self) -> str:
-        return ",".join(self.codes)
+    def error_code(self) -> ErrorCode | None:
+        """The first failed check's code: checks run from the container inward, so the first
+        reason is the most basic one; ``codes`` (the ``verify_reasons`` column) lists all."""
+        return self.reasons[0][0] if self.reasons else None
 
 
 def verify_output(
@@ -273,10 +250,10 @@ def verify_output(
     """Check ``path`` against ``expected`` and collect every reason it falls short."""
     settings = settings or VerifySettings()
     if not path.exists():
-        return VerifyReport(False, [(Code.output_missing, "no output file was produced")])
+        return VerifyReport(False, [(ErrorCode.output_missing, "no output file was produced")])
     size = path.stat().st_size
     if size == 0:
-        return VerifyReport(False, [(Code.output_empty, "output file is empty (0 bytes)")])
+        return VerifyReport(False, [(ErrorCode.output_empty, "output file is empty (0 bytes)")])
     report = VerifyReport(True, bytes=size, sha256=sha256_file(path))
     kind = sniff_container(path)
     try:
@@ -287,19 +264,19 @@ def verify_output(
             background_tolerance=settings.background_tolerance,
         )
     except NoVideoStream as exc:
-        report.add([(Code.output_not_video, f"output is not a video: {_describe(exc)}")])
+        report.add([(ErrorCode.output_not_video, f"output is not a video: {_describe(exc)}")])
         return report
     except (av.error.FFmpegError, OSError) as exc:  # InvalidDataError is also a ValueError
         cut = truncation(path, kind) if kind else None
         if cut:
-            report.add([(Code.output_truncated, f"output is truncated: {cut}")])
+            report.add([(ErrorCode.output_truncated, f"output is truncated: {cut}")])
         elif kind is None:
             report.add(
-                [(Code.output_not_video, f"output is not a video container: {_describe(exc)}")]
+                [(ErrorCode.output_not_video, f"output is not a video container: {_describe(exc)}")]
             )
         else:
             report.add(
-                [(Code.output_undecodable, f"{kind} output does not open: {_describe(exc)}")]
+                [(ErrorCode.output_undecodable, f"{kind} output does not open: {_describe(exc)}")]
             )
         return report
     report.probe = found
@@ -321,34 +298,40 @@ def _integrity(path: Path, kind: str | None, found: VideoProbe) -> Iterator[Reas
     if not cut and declared and found.duration_s < declared - max(2 * period, 0.1):
         cut = f"{found.duration_s:.3f} s decode of the {declared:.3f} s the container declares"
     if cut:
-        yield Code.output_truncated, f"output is truncated: {cut}"
+        yield ErrorCode.output_truncated, f"output is truncated: {cut}"
     elif found.decode_error:
         yield (
-            Code.output_undecodable,
+            ErrorCode.output_undecodable,
             f"decoding failed after {found.frames} frames: {found.decode_error}",
         )
     if found.frames == 0 and not cut and not found.decode_error:
-        yield Code.output_undecodable, "no frame of the output decodes"
+        yield ErrorCode.output_undecodable, "no frame of the output decodes"
 
 
 def _format(expected: Expectation, found: VideoProbe) -> Iterator[Reason]:
     spec = expected.spec
     if found.container != spec.container:
-        yield Code.wrong_container, f"container is {found.container}, expected {spec.container}"
+        yield (
+            ErrorCode.wrong_container,
+            f"container is {found.container}, expected {spec.container}",
+        )
     if found.codec not in spec.decoder_names:
-        yield Code.wrong_codec, f"codec is {found.codec}, expected {'/'.join(spec.decoder_names)}"
+        yield (
+            ErrorCode.wrong_codec,
+            f"codec is {found.codec}, expected {'/'.join(spec.decoder_names)}",
+        )
 
 
 def _alpha(expected: Expectation, found: VideoProbe) -> Iterator[Reason]:
     want = expected.transparent and expected.spec.carries_alpha
     if want and not found.has_alpha:
         yield (
-            Code.alpha_missing,
+            ErrorCode.alpha_missing,
             f"a transparent output was requested but it is opaque ({found.pix_fmt})",
         )
     if not want and found.has_alpha:
         yield (
-            Code.alpha_unexpected,
+            ErrorCode.alpha_unexpected,
             f"an opaque output was requested but it has alpha ({found.pix_fmt})",
         )
 
@@ -361,24 +344,27 @@ def _geometry(
     if expected.frames is not None and found.frames:
         allowed = max(1, round(settings.vfr_frame_tolerance * expected.frames)) if vfr else 0
         if abs(found.frames - expected.frames) > allowed:
-            yield Code.frame_count, f"{found.frames} frames decoded, expected {expected.frames}"
+            yield (
+                ErrorCode.frame_count,
+                f"{found.frames} frames decoded, expected {expected.frames}",
+            )
     if expected.width is not None and expected.height is not None:
         if (found.width, found.height) != (expected.width, expected.height):
             yield (
-                Code.wrong_size,
+                ErrorCode.wrong_size,
                 f"size {found.width}x{found.height}, expected {expected.width}x{expected.height}",
             )
     elif expected.aspect is not None:
         aw, ah = expected.aspect
         if abs(found.width * ah / aw - found.height) > 2:
-            yield Code.wrong_size, f"size {found.width}x{found.height} is not {aw}:{ah}"
+            yield ErrorCode.wrong_size, f"size {found.width}x{found.height} is not {aw}:{ah}"
     if expected.fps and found.fps and not vfr:
         if gif:  # delays are rounded to 1/100 s, so compare frame periods
             bad = abs(1 / found.fps - 1 / expected.fps) > GIF_TICK_S + 1e-6
         else:
             bad = abs(found.fps - expected.fps) > settings.fps_tolerance * expected.fps
         if bad:
-            yield Code.wrong_fps, f"{found.fps:g} fps, expected {expected.fps:g}"
+            yield ErrorCode.wrong_fps, f"{found.fps:g} fps, expected {expected.fps:g}"
     if expected.duration_s and found.frames:
         if vfr:
             allowed_s = settings.vfr_duration_tolerance * expected.duration_s
@@ -389,7 +375,7 @@ def _geometry(
                 allowed_s += found.frames * GIF_TICK_S / 2
         if abs(found.duration_s - expected.duration_s) > allowed_s:
             yield (
-                Code.wrong_duration,
+                ErrorCode.wrong_duration,
                 f"{found.duration_s:.3f} s long, expected {expected.duration_s:.3f} s",
             )
 
@@ -400,19 +386,19 @@ def _matte(expected: Expectation, found: VideoProbe, settings: VerifySettings) -
         return
     if fg < settings.min_fg_fraction:
         yield (
-            Code.matte_empty,
+            ErrorCode.matte_empty,
             f"foreground covers {fg:.1%} of the frame (min {settings.min_fg_fraction:.1%}): "
             "the subject was erased",
         )
     if fg > settings.max_fg_fraction:
         yield (
-            Code.matte_full,
+            ErrorCode.matte_full,
             f"foreground covers {fg:.1%} of the frame (max {settings.max_fg_fraction:.1%}): "
             "nothing was removed",
         )
     if settings.max_flicker is not None and (found.flicker or 0.0) > settings.max_flicker:
         yield (
-            Code.matte_flicker,
+            ErrorCode.matte_flicker,
             f"alpha changes by {found.flicker:.4f} a frame on average (max {settings.max_flicker})",
         )
 
@@ -448,21 +434,23 @@ def verify_mask(
                 continue
             alpha = frame_alpha(a, background_rgb, settings.background_tolerance)
             if alpha is None:
-                return [(Code.mask_mismatch, "the main video has no matte to compare the mask to")]
+                return [
+                    (ErrorCode.mask_mismatch, "the main video has no matte to compare the mask to")
+                ]
             luma = mask_alpha(m, size=(alpha.shape[1], alpha.shape[0]))
             diffs.append(float(np.abs(alpha - luma).mean()))
     except (av.error.FFmpegError, OSError, IndexError) as exc:
-        return [(Code.mask_undecodable, f"mask video does not decode: {_describe(exc)}")]
+        return [(ErrorCode.mask_undecodable, f"mask video does not decode: {_describe(exc)}")]
     reasons: list[Reason] = []
     if counts[0] != counts[1]:
         reasons.append(
-            (Code.mask_frame_count, f"mask has {counts[1]} frames, the video {counts[0]}")
+            (ErrorCode.mask_frame_count, f"mask has {counts[1]} frames, the video {counts[0]}")
         )
     mad = float(np.mean(diffs)) if diffs else 0.0
     if mad > settings.mask_max_mad:
         reasons.append(
             (
-                Code.mask_mismatch,
+                ErrorCode.mask_mismatch,
                 f"mask differs from the video's alpha by {mad:.3f} on average "
                 f"(max {settings.mask_max_mad})",
             )

@@ -12,43 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from tasks.ledger.jobs import Status
+from tasks.ledger.results import RESULT_COLUMNS, ResultRow, results_table
 from tasks.storage.store import Storage, redact_url
 
-RESULT_COLUMNS = [
-    "row",
-    "id",
-    "video_url",
-    "job_key",
-    "endpoint",
-    "status",
-    "error_code",
-    "error",
-    "request_id",
-    "attempts",
-    "output_url",
-    "mask_url",
-    "output_format",
-    "frames",
-    "width",
-    "height",
-    "fps",
-    "duration_s",
-    "has_alpha",
-    "verified",
-    "bytes",
-    "sha256",
-    "estimated_cost_usd",
-    "cost_usd",
-    "started_at",
-    "finished_at",
-    "elapsed_s",
-    "duplicate_of",
-    "fg_fraction",
-    "flicker",
-    "verify_reasons",
-]
 _NUMERIC_ZERO = ("estimated_cost_usd", "cost_usd")
 OK_STATUSES = (Status.succeeded.value, Status.skipped.value)
 REPORT_FILES = (
@@ -62,37 +31,9 @@ ALL = "all"
 TOTAL = "TOTAL"
 
 
-def result_row(**values: Any) -> dict[str, Any]:
-    """A results row with every column present; URLs lose their query strings."""
-    unknown = set(values) - set(RESULT_COLUMNS)
-    if unknown:
-        raise KeyError(f"unknown result columns: {sorted(unknown)}")
-    row: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
-    row.update(values)
-    for col in _NUMERIC_ZERO:
-        row[col] = float(row[col] or 0.0)
-    if isinstance(row["status"], Status):
-        row["status"] = row["status"].value
-    for col in ("video_url", "output_url", "mask_url"):
-        if row[col]:
-            row[col] = redact_url(str(row[col]))
-    return row
-
-
-def verification_columns(verification: dict[str, Any] | None) -> dict[str, Any]:
-    """The results columns taken from a ``VerifyReport.as_dict()`` kept in the ledger."""
-    verification = verification or {}
-    found = verification.get("probe") or {}
-    codes = [r.get("code", "") for r in verification.get("reasons") or []]
-    return {
-        "fg_fraction": found.get("fg_fraction"),
-        "flicker": found.get("flicker"),
-        "verify_reasons": ",".join(codes) if verification else None,
-    }
-
-
-def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+def results_frame(rows: list[ResultRow]) -> pd.DataFrame:
+    """The rows as a frame for the reports' sums and groupings (files use ``results_table``)."""
+    frame = pd.DataFrame([r.model_dump(mode="json") for r in rows], columns=RESULT_COLUMNS)
     for col in _NUMERIC_ZERO:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").fillna(0.0).astype(float)
     return frame.sort_values("row", kind="stable").reset_index(drop=True)
@@ -142,14 +83,17 @@ def cost_table(results: pd.DataFrame, budget_usd: float | None = None) -> pd.Dat
 def failures_by_reason(results: pd.DataFrame) -> pd.DataFrame:
     """Rows that did not succeed, counted per status and reason code, with one example each.
 
-    A row with several reasons (a verification failure) counts once under each of them.
+    A verification failure counts once under each of its reasons (``verify_reasons``).
     """
     columns = ["status", "reason", "count", "example"]
     bad = results[~results["status"].isin(OK_STATUSES)]
     if bad.empty:
         return pd.DataFrame(columns=columns)
     records = []
-    for status, code, error in bad[["status", "error_code", "error"]].itertuples(index=False):
+    fields = ["status", "error_code", "verify_reasons", "error"]
+    for status, code, reasons, error in bad[fields].itertuples(index=False):
+        if status == Status.failed_verification.value and isinstance(reasons, str) and reasons:
+            code = reasons
         codes = [c for c in str(code).split(",") if c] if isinstance(code, str) else ["unknown"]
         texts = str(error).split("; ") if isinstance(error, str) else []
         for i, c in enumerate(codes):
@@ -274,7 +218,7 @@ def report_url(storage: Storage, rel: str) -> str:
 def write_reports(
     storage: Storage,
     run_name: str,
-    rows: list[dict[str, Any]],
+    rows: list[ResultRow],
     params: dict[str, Any],
     timings: dict[str, Any],
     budget_usd: float | None = None,
@@ -282,11 +226,13 @@ def write_reports(
 ) -> dict[str, Any]:
     """Write results, cost report and summary under ``runs/{run_name}/``; return the summary."""
     results = results_frame(rows)
+    typed = results_table(rows)
     base = f"runs/{run_name}"
     parquet = io.BytesIO()
-    results.to_parquet(parquet, index=False)
+    pq.write_table(typed, parquet)
     storage.write_bytes(f"{base}/results.parquet", parquet.getvalue())
-    storage.write_bytes(f"{base}/results.csv", results.to_csv(index=False).encode())
+    csv = typed.to_pandas(types_mapper=pd.ArrowDtype).to_csv(index=False)
+    storage.write_bytes(f"{base}/results.csv", csv.encode())
     table = cost_table(results, budget_usd)
     failures = failures_by_reason(results)
     budget = budget_status(results, budget_usd)

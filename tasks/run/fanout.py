@@ -16,16 +16,17 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tasks.errors import BudgetExceeded
-from tasks.ledger.jobs import Job, Status, now_iso
-from tasks.report.tables import result_row
+from tasks.errors import BudgetExceeded, ErrorCode
+from tasks.ledger.jobs import Job, Status
+from tasks.ledger.results import ResultRow, ended_row
 from tasks.run.budget import BudgetGuard
 from tasks.run.pacing import Pacer
 
-Row = dict[str, Any]
+Row = ResultRow
 # Time jobs in flight get to cancel at the endpoint and record the ledger; below the 30 s a
 # Prefect worker waits after its SIGTERM before it kills a cancelled flow run's process.
 CANCEL_GRACE_S = 20.0
+NOT_STARTED = "run cancelled before this job started"
 
 
 class JobHandler(Protocol):
@@ -45,24 +46,6 @@ class JobHandler(Protocol):
     def interrupted_row(self, job: Job, exc: BaseException | None) -> Row:
         """Row of a job stopped in flight: ``exc`` is the crash, ``None`` means cancelled."""
         ...
-
-
-def ended_row(job: Job, status: Status, code: str, reason: str, **extra: Any) -> Row:
-    """A row for a job that ends without running (budget, cancelled before it started)."""
-    return result_row(
-        row=job.row,
-        id=job.id,
-        video_url=job.video_url,
-        job_key=job.key,
-        endpoint=job.endpoint,
-        status=status,
-        error_code=code,
-        error=reason,
-        attempts=0,
-        estimated_cost_usd=job.estimated_cost_usd,
-        finished_at=now_iso(),
-        **extra,
-    )
 
 
 class Admission:
@@ -147,7 +130,7 @@ async def run_pool(
     result = PoolResult()
 
     def emit(row: Row) -> None:
-        admission.budget.settle(str(row.get("job_key")), float(row.get("cost_usd") or 0.0))
+        admission.budget.settle(str(row.job_key), row.cost_usd)
         result.rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -158,11 +141,7 @@ async def run_pool(
     if result.cancelled:
         await _stop(state, workers, cancel_grace_s)
         for job in state.jobs:  # never started: no request was sent for these
-            emit(
-                ended_row(
-                    job, Status.cancelled, "cancelled", "run cancelled before this job started"
-                )
-            )
+            emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, NOT_STARTED))
     result.elapsed_s = time.perf_counter() - t0
     if failure is not None:
         raise failure
@@ -226,7 +205,9 @@ async def _stop(state: _State, workers: list[asyncio.Task[None]], grace_s: float
         await asyncio.wait(stuck, timeout=1.0)
     for index, job in list(state.in_flight.items()):  # workers that could not finish cleanly
         state.emit(
-            ended_row(job, Status.cancelled, "cancelled", "run cancelled while this job ran")
+            ended_row(
+                job, Status.cancelled, ErrorCode.cancelled, "run cancelled while this job ran"
+            )
         )
         state.in_flight.pop(index, None)
 
@@ -270,6 +251,6 @@ def _guarded(make: Callable[[Job, BaseException | None], Row], job: Job, exc: An
         return ended_row(
             job,
             Status.failed if exc else Status.cancelled,
-            "internal_error",
+            ErrorCode.internal_error,
             f"{type(inner).__name__}: {inner}"[:500],
         )

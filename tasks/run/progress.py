@@ -13,15 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from tasks.ledger.results import ResultRow
 from tasks.report.tables import progress_line
 
 
 class ProgressListener(Protocol):
     def start(self, total: int) -> None: ...
 
-    def advance(self, row: dict[str, Any], progress: RunProgress) -> None: ...
+    def advance(self, row: ResultRow, progress: RunProgress) -> None: ...
 
     def stop(self, progress: RunProgress) -> None: ...
 
@@ -56,10 +57,10 @@ class RunProgress:
         for listener in self.listeners:
             listener.start(self.total)
 
-    def advance(self, row: dict[str, Any]) -> None:
+    def advance(self, row: ResultRow) -> None:
         self.done += 1
-        self.by_status[str(row.get("status"))] += 1
-        self.cost_usd += float(row.get("cost_usd") or 0.0)
+        self.by_status[row.status.value] += 1
+        self.cost_usd += row.cost_usd
         for listener in self.listeners:
             listener.advance(row, self)
 

@@ -24,7 +24,7 @@ import httpx
 from botocore.exceptions import BotoCoreError
 from fsspec.implementations.local import LocalFileSystem
 
-from tasks.errors import InputError, StorageError
+from tasks.errors import ErrorCode, InputError, StorageError
 from tasks.retry import Backoff, call_with_backoff
 
 CHUNK = 1 << 20
@@ -119,7 +119,7 @@ class Storage:
         return StorageError(
             f"storage {action} failed for {self.url(rel)}{tries}: {type(exc).__name__}"
             + (f": {detail}" if detail else ""),
-            code="storage_unavailable" if tries else "storage_error",
+            code=ErrorCode.storage_unavailable if tries else ErrorCode.storage_error,
         )
 
     def _call(self, action: str, rel: str, fn: Callable[[], T]) -> T:
@@ -241,7 +241,7 @@ def local_input(
     if parts.scheme in ("", "file"):
         path = Path(parts.path if parts.scheme == "file" else url).expanduser()
         if not path.is_file():
-            raise InputError(f"input file not found: {path}", code="input_not_found")
+            raise InputError(f"input file not found: {path}", code=ErrorCode.input_not_found)
         yield path
         return
     dest = workdir / f"input-{uuid.uuid4().hex[:8]}{Path(parts.path).suffix[:8]}"
@@ -262,12 +262,12 @@ def local_input(
                 fs.get_file(path, str(dest))
             except FileNotFoundError as exc:
                 raise InputError(
-                    f"input not found: {redact_url(url)}", code="input_not_found"
+                    f"input not found: {redact_url(url)}", code=ErrorCode.input_not_found
                 ) from exc
             except STORAGE_ERRORS as exc:
                 raise InputError(
                     f"cannot read input {redact_url(url)}: {type(exc).__name__}",
-                    code="input_unreachable",
+                    code=ErrorCode.input_unreachable,
                 ) from exc
         yield dest
     finally:
@@ -278,7 +278,7 @@ def too_large(url: str, size: int, limit: int) -> InputError:
     return InputError(
         f"input {redact_url(url)} is over the limit: {size} bytes > {limit} "
         "(MATTEFLOW_INPUT_MAX_BYTES)",
-        code="input_too_large",
+        code=ErrorCode.input_too_large,
     )
 
 
@@ -287,20 +287,20 @@ def raise_for_input_response(resp: httpx.Response, shown: str) -> None:
     status = resp.status_code
     if status in (404, 410):
         raise InputError(
-            f"input {shown} answered HTTP {status} (not found)", code="input_not_found"
+            f"input {shown} answered HTTP {status} (not found)", code=ErrorCode.input_not_found
         )
     if status in (401, 403):
         raise InputError(
             f"input {shown} answered HTTP {status} (forbidden: an expired or private link?)",
-            code="input_forbidden",
+            code=ErrorCode.input_forbidden,
         )
     if status >= 400:
-        raise InputError(f"input {shown} answered HTTP {status}", code="input_http_error")
+        raise InputError(f"input {shown} answered HTTP {status}", code=ErrorCode.input_http_error)
     ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("text/html", "application/xhtml+xml"):
         raise InputError(
             f"input {shown} is a web page ({ctype}), not a video (a login or error page?)",
-            code="input_html",
+            code=ErrorCode.input_html,
         )
 
 
@@ -322,5 +322,5 @@ def _download_http(url: str, dest: Path, max_bytes: int | None = None) -> None:
     except httpx.HTTPError as exc:
         raise InputError(
             f"cannot download input {redact_url(url)}: {type(exc).__name__}",
-            code="input_unreachable",
+            code=ErrorCode.input_unreachable,
         ) from exc

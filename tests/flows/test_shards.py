@@ -23,9 +23,10 @@ from flows.shards import (
 )
 from tasks.endpoints import EndpointName, endpoint_info
 from tasks.ledger.jobs import Job
+from tasks.ledger.results import ResultRow
 from tasks.manifest.plan import plan_jobs
 from tasks.manifest.read import read_manifest
-from tasks.report.tables import result_row, write_reports
+from tasks.report.tables import write_reports
 from tasks.storage.store import Storage
 
 
@@ -58,8 +59,12 @@ def test_budget_shares_follow_estimates_and_never_exceed_budget() -> None:
 
 def test_remap_rows_gives_manifest_numbers() -> None:
     shard = Shard(index=1, run_name="r/shards/001", manifest="m", jobs=[job(4), job(9)])
-    rows = [{"row": 2, "duplicate_of": None}, {"row": 1, "duplicate_of": 2}]
-    assert remap_rows(shard, rows) == [
+    rows = [
+        ResultRow(row=2, status="succeeded", duplicate_of=None),
+        ResultRow(row=1, status="succeeded", duplicate_of=2),
+    ]
+    remapped = [{"row": r.row, "duplicate_of": r.duplicate_of} for r in remap_rows(shard, rows)]
+    assert remapped == [
         {"row": 9, "duplicate_of": None},
         {"row": 4, "duplicate_of": 9},
     ]
@@ -69,7 +74,7 @@ def test_stale_or_missing_child_results_become_failed_rows() -> None:
     storage = Storage("memory://shards-stale")
     shard = Shard(index=1, run_name="r/shards/001", manifest="m", jobs=[job(3), job(4)])
     assert read_shard_rows(storage, shard) is None
-    other = [result_row(row=1, job_key="other", status="succeeded", endpoint="local")]
+    other = [ResultRow(row=1, job_key="other", status="succeeded", endpoint="local")]
     write_reports(storage, shard.run_name, other, {}, {})
     outcome = collect(storage, shard, "Completed")
     assert [r["row"] for r in outcome.rows] == [3, 4]

@@ -71,7 +71,8 @@ async def test_pixelcut_then_reused_without_a_second_submit(
     assert storage.size(f"videos/{Path(row['output_url']).name}") == row["bytes"]
     entry = Ledger(storage).get(job.key)
     assert entry is not None and entry.request_id == row["request_id"]
-    assert entry.metrics["fal"]["outputs"]["video"]["content_type"] == "video/webm"
+    assert entry.fal and entry.fal.result and entry.fal.result.video
+    assert entry.fal.result.video.content_type == "video/webm"
     again = await run_fal_job(job, storage, runner)
     assert again["status"] == "skipped" and again["cost_usd"] == 0.0
     assert fake_fal.accepted[PIXELCUT] == 1
@@ -91,7 +92,8 @@ async def test_birefnet_with_mask_and_compute_cost(
     assert mask.frames == 8
     entry = Ledger(storage).get(job.key)
     assert entry is not None
-    compute = entry.metrics["fal"]["metrics"]["inference_time"]
+    assert entry.fal is not None
+    compute = entry.fal.metrics["inference_time"]
     assert row["cost_usd"] == pytest.approx(compute * 0.00111, abs=1e-6)
     await runner.aclose()
 

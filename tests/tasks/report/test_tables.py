@@ -11,14 +11,12 @@ import pandas as pd
 import pytest
 
 from tasks.ledger.jobs import Status
+from tasks.ledger.results import RESULT_COLUMNS, ResultRow, verification_columns
 from tasks.report.tables import (
-    RESULT_COLUMNS,
     artifact_rows,
     cost_table,
     failures_by_reason,
-    result_row,
     results_frame,
-    verification_columns,
     write_reports,
 )
 from tasks.storage.store import Storage
@@ -56,11 +54,11 @@ DESIGN_COLUMNS = [
 FIGURES = ["jobs", "frames", "video_minutes", "estimated_cost_usd", "cost_usd"]
 
 
-def mixed_rows() -> list[dict[str, Any]]:
+def mixed_rows() -> list[ResultRow]:
     """Every status the flow can write, on two endpoints, with costs where they arise."""
 
-    def row(n: int, endpoint: str, status: Status, **kw: Any) -> dict[str, Any]:
-        return result_row(
+    def row(n: int, endpoint: str, status: Status, **kw: Any) -> ResultRow:
+        return ResultRow(
             row=n,
             id=f"v{n}",
             video_url=f"https://cdn.example/v{n}.mp4?sig=SECRET",
@@ -87,7 +85,8 @@ def mixed_rows() -> list[dict[str, Any]]:
             4,
             "pixelcut",
             Status.failed_verification,
-            error_code="alpha_missing,matte_full",
+            error_code="alpha_missing",
+            verify_reasons="alpha_missing,matte_full",
             error="opaque; nothing removed",
             frames=299,
             duration_s=9.97,
@@ -206,7 +205,7 @@ def test_results_keep_the_design_columns_first() -> None:
     assert RESULT_COLUMNS[: len(DESIGN_COLUMNS)] == DESIGN_COLUMNS
     assert {"fg_fraction", "flicker", "verify_reasons"} <= set(RESULT_COLUMNS)
     with pytest.raises(KeyError):
-        result_row(row=1, colour="red")
+        ResultRow(row=1, colour="red")
 
 
 def test_failures_are_grouped_by_each_reason() -> None:

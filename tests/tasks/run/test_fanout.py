@@ -9,9 +9,9 @@ import pytest
 
 from tasks.errors import BudgetExceeded
 from tasks.ledger.jobs import Job, Status
-from tasks.report.tables import result_row
+from tasks.ledger.results import ResultRow, ended_row
 from tasks.run.budget import BudgetGuard
-from tasks.run.fanout import Admission, Row, ended_row, run_pool
+from tasks.run.fanout import Admission, Row, run_pool
 from tasks.run.pacing import Pacer, PacingConfig
 
 
@@ -60,7 +60,7 @@ class SleepHandler:
             raise
         finally:
             self.running -= 1
-        return result_row(
+        return ResultRow(
             row=job.row,
             id=job.id,
             job_key=job.key,
