@@ -13,9 +13,10 @@ from pathlib import Path
 
 import av
 
+from tasks.media.facts import read_video_facts
 from tasks.media.formats import spec_for
 from tasks.media.samples import make_person_clip
-from tasks.media.verify import Expectation, VerifySettings, decoder_for, probe_input, verify_output
+from tasks.media.verify import Expectation, VerifySettings, decoder_for, verify_output
 from tests.fakes.outputs import GREEN, write_output
 
 WORK = Path("bench/tmp/verify")
@@ -43,10 +44,10 @@ def main(width: int, height: int, seconds: float) -> None:
     clip = WORK / f"person_{width}x{height}.mp4"
     if not clip.exists():
         make_person_clip(clip, width=width, height=height, seconds=seconds, audio=False)
-    t_probe = best_of(lambda: probe_input(clip))
+    t_probe = best_of(lambda: read_video_facts(clip, scan=True))
     t_decode = best_of(lambda: decode_only(clip))
-    print(f"{width}x{height} input: probe_input/decode = {t_probe / t_decode:.2f}")
-    source = probe_input(clip)
+    print(f"{width}x{height} input: read_video_facts/decode = {t_probe / t_decode:.2f}")
+    source = read_video_facts(clip, scan=True)
     for fmt, transparent in FORMATS:
         out = WORK / f"out_{width}x{height}_{fmt}{spec_for(fmt).extension}"
         if not out.exists():

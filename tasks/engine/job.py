@@ -9,47 +9,27 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-import av
 
 from tasks.endpoints.local import LocalOptions
 from tasks.engine.pipeline import remove_background
 from tasks.engine.segment import Segmenter
-from tasks.errors import ErrorCode, InputError, MatteflowError, StorageError
+from tasks.errors import ErrorCode, MatteflowError, StorageError
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
-from tasks.media.formats import spec_for
+from tasks.ledger.reuse import reusable
+from tasks.media.facts import VideoFacts
+from tasks.media.formats import FormatSpec, spec_for
 from tasks.media.preflight import InputSettings, carry_rotation, preflight
 from tasks.media.verify import (
     Expectation,
-    InputProbe,
-    NoVideoStream,
+    VerifyReport,
     VerifySettings,
-    probe_input,
     should_retry_verification,
     verify_output,
 )
 from tasks.storage.store import Storage, local_input
-
-
-def reusable(entry: LedgerEntry | None, storage: Storage) -> bool:
-    """A finished job is reused when its stored output is still there at its recorded size."""
-    if entry is None or entry.state is not JobState.succeeded or not entry.output_path:
-        return False
-    return entry.bytes is not None and storage.size(entry.output_path) == entry.bytes
-
-
-def probe_source(src: Path) -> InputProbe:
-    """The input's frames, size and timing: what a correct output must match."""
-    try:
-        return probe_input(src)
-    except NoVideoStream as exc:
-        raise InputError("input has no video stream", code=ErrorCode.input_no_video) from exc
-    except (av.error.FFmpegError, OSError) as exc:
-        raise InputError(
-            f"input is not a readable video: {exc}", code=ErrorCode.input_undecodable
-        ) from exc
 
 
 def run_local_job(
@@ -112,77 +92,17 @@ def _run_local_job(
     entry.attempts += 1
     entry.state, entry.error_code, entry.error = JobState.running, None, None
     ledger.put(entry, event="started")
-    options = LocalOptions.model_validate(job.params)
-    spec = spec_for(options.resolved_format)
+    run = LocalAttempt(job, storage, LocalOptions.model_validate(job.params), segmenter_factory)
     retries = 0
     while True:
-        status, codes = Status.failed, []
-        entry.error_code = entry.error = None
-        try:
-            with tempfile.TemporaryDirectory(prefix="matteflow-") as tmp:
-                workdir = Path(tmp)
-                with local_input(
-                    job.video_url, workdir, storage.input_options, max_bytes=limits.max_bytes
-                ) as src:
-                    facts = preflight(src, limits, spec)
-                    source = probe_source(src)
-                    out = workdir / f"output{spec.extension}"
-                    segmenter = segmenter_factory() if segmenter_factory else None
-                    try:
-                        result = remove_background(
-                            src, out, options, segmenter=segmenter, smoothing=options.smoothing
-                        )
-                    finally:
-                        if segmenter is not None:
-                            segmenter.close()
-                carry_rotation(out, facts.rotation)
-                entry.metrics = {
-                    "input": facts.as_dict(),
-                    "output_format": spec.name.value,
-                    "frames": result.frames,
-                    "width": result.width,
-                    "height": result.height,
-                    "fps": result.fps,
-                    "duration_s": result.duration_s,
-                    "engine_s": round(result.elapsed_s, 3),
-                    "engine_fps": round(result.frames / result.elapsed_s, 2)
-                    if result.elapsed_s
-                    else None,
-                    "stage_s": result.stage_s,
-                }
-                expected = Expectation.from_input(
-                    spec, options.transparent, source, background_rgb=options.rgb
-                )
-                t_verify = time.perf_counter()
-                report = verify_output(out, expected, settings)
-                entry.metrics["verify_s"] = round(time.perf_counter() - t_verify, 3)
-                codes = report.codes
-                entry.verification = report.as_dict()
-                entry.bytes, entry.sha256 = report.bytes, report.sha256
-                if not report.ok:
-                    status = Status.failed_verification
-                    entry.state = JobState.failed_verification
-                    entry.error_code, entry.error = report.error_code, report.error
-                else:
-                    rel = f"videos/{safe_stem(job.id, job.key)}{spec.extension}"
-                    storage.put_file(out, rel)
-                    entry.output_path, entry.output_url = rel, storage.url(rel)
-                    entry.state, status = JobState.succeeded, Status.succeeded
-        except StorageError as exc:
-            # The output may be stored but is not committed: the ledger must not say "succeeded".
-            entry.state, status = JobState.failed, Status.failed
-            entry.error_code, entry.error = exc.code, exc.message
-        except MatteflowError as exc:
-            entry.state = JobState.failed
-            entry.error_code, entry.error = exc.code, exc.message
-        if status is Status.failed_verification and should_retry_verification(
+        status, codes = run.once(entry, settings, limits)
+        if status is not Status.failed_verification or not should_retry_verification(
             codes, retries, settings
         ):
-            retries += 1
-            entry.attempts += 1
-            ledger.put(entry, event="retry_verification")
-            continue
-        break
+            break
+        retries += 1
+        entry.attempts += 1
+        ledger.put(entry, event="retry_verification")
     ledger.put(entry, event=entry.state.value)
     return ResultRow.from_entry(
         job,
@@ -192,3 +112,96 @@ def _run_local_job(
         finished_at=now_iso(),
         elapsed_s=round(time.perf_counter() - t0, 3),
     )
+
+
+@dataclass
+class LocalAttempt:
+    """One try at a local job: read the input's facts (one open), remove, verify, store."""
+
+    job: Job
+    storage: Storage
+    options: LocalOptions
+    segmenter_factory: Callable[[], Segmenter] | None
+
+    @property
+    def spec(self) -> FormatSpec:
+        return spec_for(self.options.resolved_format)
+
+    def once(
+        self, entry: LedgerEntry, settings: VerifySettings, limits: InputSettings
+    ) -> tuple[Status, list[ErrorCode]]:
+        """The attempt's row status and verification codes; ``entry`` records the outcome."""
+        entry.error_code = entry.error = None
+        try:
+            with tempfile.TemporaryDirectory(prefix="matteflow-") as tmp:
+                out, facts = self.remove(entry, Path(tmp), limits)
+                report = self.verify(entry, out, facts, settings)
+                if not report.ok:
+                    entry.state = JobState.failed_verification
+                    entry.error_code, entry.error = report.error_code, report.error
+                    return Status.failed_verification, report.codes
+                self.store(entry, out)
+                return Status.succeeded, report.codes
+        except StorageError as exc:
+            # The output may be stored but is not committed: the ledger must not say "succeeded".
+            entry.state = JobState.failed
+            entry.error_code, entry.error = exc.code, exc.message
+        except MatteflowError as exc:
+            entry.state = JobState.failed
+            entry.error_code, entry.error = exc.code, exc.message
+        return Status.failed, []
+
+    def remove(
+        self, entry: LedgerEntry, workdir: Path, limits: InputSettings
+    ) -> tuple[Path, VideoFacts]:
+        """Fetch the input, check it, run the engine; the output carries the input's rotation."""
+        options, spec = self.options, self.spec
+        with local_input(
+            self.job.video_url, workdir, self.storage.input_options, max_bytes=limits.max_bytes
+        ) as src:
+            facts = preflight(src, limits, spec)
+            out = workdir / f"output{spec.extension}"
+            segmenter = self.segmenter_factory() if self.segmenter_factory else None
+            try:
+                result = remove_background(
+                    src, out, options, segmenter=segmenter, smoothing=options.smoothing
+                )
+            finally:
+                if segmenter is not None:
+                    segmenter.close()
+        carry_rotation(out, facts.rotation)
+        entry.metrics = {
+            "input": facts.as_dict(),
+            "output_format": spec.name.value,
+            "frames": result.frames,
+            "width": result.width,
+            "height": result.height,
+            "fps": result.fps,
+            "duration_s": result.duration_s,
+            "engine_s": round(result.elapsed_s, 3),
+            "engine_fps": round(result.frames / result.elapsed_s, 2) if result.elapsed_s else None,
+            "stage_s": result.stage_s,
+        }
+        return out, facts
+
+    def verify(
+        self, entry: LedgerEntry, out: Path, facts: VideoFacts, settings: VerifySettings
+    ) -> VerifyReport:
+        """Check the output against the input's facts and record the report in ``entry``."""
+        expected = Expectation.from_input(
+            self.spec, self.options.transparent, facts, background_rgb=self.options.rgb
+        )
+        t_verify = time.perf_counter()
+        report = verify_output(out, expected, settings)
+        entry.metrics["verify_s"] = round(time.perf_counter() - t_verify, 3)
+        entry.verification = report.as_dict()
+        entry.bytes, entry.sha256 = report.bytes, report.sha256
+        return report
+
+    def store(self, entry: LedgerEntry, out: Path) -> None:
+        """Store a verified output; the ledger says "succeeded" only after this."""
+        spec = self.spec
+        rel = f"videos/{safe_stem(self.job.id, self.job.key)}{spec.extension}"
+        self.storage.put_file(out, rel)
+        entry.output_path, entry.output_url = rel, self.storage.url(rel)
+        entry.state = JobState.succeeded

@@ -4,8 +4,8 @@ One layer owns each retry: this client retries what fal_client retries (transpor
 409, 429, ingress 502/503/504), honouring ``Retry-After``. A submit is special because fal has
 no idempotency key: once the request may have reached fal (a read timeout, a dropped connection
 after sending, a gateway timeout), a repeat could be billed twice, so it raises
-``SubmitOutcomeUnknown`` instead of retrying. The decisions are pure functions of a policy object;
-``call_with_retries`` is the only loop that applies them.
+``SubmitOutcomeUnknown`` instead of retrying. The decisions are pure functions; the policy is
+``tasks.retry.Backoff`` and the loop ``tasks.retry``'s, applied in ``call_with_retries``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tasks.errors import (
     SubmitOutcomeUnknown,
 )
 from tasks.ledger.handles import Submission
+from tasks.retry import Backoff, acall_with_backoff
 from tasks.storage.store import CHUNK, redact_url
 
 RETRY_STATUSES = frozenset({408, 409, 429})
@@ -74,17 +75,6 @@ class FalSettings(BaseSettings):
     job_timeout_s: float = Field(
         6 * 3600.0, gt=0, description="Give up (and cancel) a job not finished after this long."
     )
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a call is repeated."""
-
-    max_attempts: int = 10
-    base_delay_s: float = 0.5
-    max_delay_s: float = 10.0
-    jitter: float = 0.25  # +/- fraction of the delay
-    max_retry_after_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -141,20 +131,26 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def retry_delay(
-    attempt: int, policy: RetryPolicy, rng: random.Random, retry_after: float | None = None
-) -> float:
-    """Delay before attempt ``attempt + 1``: the server's Retry-After if given, else backoff."""
-    if retry_after is not None:
-        return min(retry_after, policy.max_retry_after_s)
-    delay = min(policy.max_delay_s, policy.base_delay_s * 2.0 ** (attempt - 1))
-    return max(0.0, delay * (1 + policy.jitter * rng.uniform(-1.0, 1.0)))
-
-
 def poll_delay(polls: int, policy: PollPolicy, rng: random.Random) -> float:
     """Delay before status poll ``polls + 1``; fal jobs take seconds to minutes."""
     delay = min(policy.max_s, policy.initial_s * policy.factor**polls)
     return max(0.0, delay * (1 + policy.jitter * rng.uniform(-1.0, 1.0)))
+
+
+class RetryResponse(Exception):
+    """A response worth repeating the call for, carried through the retry loop."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+        self.error_type = response.headers.get("x-fal-error-type")
+
+
+def server_wait(exc: BaseException) -> float | None:
+    """The wait a refusing server asked for (``Retry-After``), if any."""
+    if isinstance(exc, RetryResponse):
+        return parse_retry_after(exc.response.headers.get("retry-after"))
+    return None
 
 
 # -- models of fal's answers ------------------------------------------------------------------
@@ -239,14 +235,14 @@ class FalClient:
         http: httpx.AsyncClient,
         settings: FalSettings,
         *,
-        retry: RetryPolicy | None = None,
+        retry: Backoff | None = None,
         poll: PollPolicy | None = None,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.http = http
         self.settings = settings
-        self.retry = retry or RetryPolicy(max_attempts=settings.max_attempts)
+        self.retry = retry or Backoff(attempts=settings.max_attempts, max_delay_s=10.0)
         self.poll = poll or PollPolicy(
             initial_s=settings.poll_initial_s,
             max_s=settings.poll_max_s,
@@ -268,10 +264,14 @@ class FalClient:
         submit: bool = False,
         trace: CallTrace | None = None,
     ) -> httpx.Response:
-        """Apply the retry decisions around ``send``; return the first non-retried response."""
-        attempt = 0
-        while True:
-            attempt += 1
+        """Apply the retry decisions around ``send``; return the first non-retried response.
+
+        A response worth repeating travels through the loop as ``RetryResponse``; a transport
+        error on a submit that may have reached fal becomes ``SubmitOutcomeUnknown``, which the
+        loop never repeats.
+        """
+
+        async def attempt() -> httpx.Response:
             try:
                 resp = await send()
             except httpx.TransportError as exc:
@@ -280,29 +280,42 @@ class FalClient:
                         f"fal.ai {what}: {type(exc).__name__} after the request was sent; "
                         "fal may have queued (and will bill) the job"
                     ) from exc
-                if attempt >= self.retry.max_attempts:
-                    raise RetryableEndpointError(
-                        f"fal.ai {what}: {type(exc).__name__} after {attempt} attempts"
-                    ) from exc
-                if trace is not None:
-                    trace.note(f"{what}:{type(exc).__name__}")
-                await self.sleep(retry_delay(attempt, self.retry, self.rng))
-                continue
+                raise
             if resp.status_code in (401, 403):
                 raise error_for(resp, what)
-            if not should_retry_status(resp.status_code, resp.headers, submit=submit):
-                return resp
-            error_type = resp.headers.get("x-fal-error-type")
-            if attempt >= self.retry.max_attempts:
-                raise RetryableEndpointError(
-                    f"fal.ai {what}: HTTP {resp.status_code} after {attempt} attempts",
-                    status_code=resp.status_code,
-                    error_type=error_type,
-                )
-            if trace is not None:
-                trace.note(f"{what}:{resp.status_code}", error_type)
-            wait = parse_retry_after(resp.headers.get("retry-after"))
-            await self.sleep(retry_delay(attempt, self.retry, self.rng, wait))
+            if should_retry_status(resp.status_code, resp.headers, submit=submit):
+                raise RetryResponse(resp)
+            return resp
+
+        def note(_: int, exc: BaseException, __: float) -> None:
+            if trace is None:
+                return
+            if isinstance(exc, RetryResponse):
+                trace.note(f"{what}:{exc.response.status_code}", exc.error_type)
+            else:
+                trace.note(f"{what}:{type(exc).__name__}")
+
+        try:
+            return await acall_with_backoff(
+                attempt,
+                self.retry,
+                transient=lambda exc: isinstance(exc, httpx.TransportError | RetryResponse),
+                sleep=self.sleep,
+                rng=self.rng,
+                on_retry=note,
+                retry_after=server_wait,
+            )
+        except RetryResponse as exc:
+            raise RetryableEndpointError(
+                f"fal.ai {what}: HTTP {exc.response.status_code} after "
+                f"{self.retry.attempts} attempts",
+                status_code=exc.response.status_code,
+                error_type=exc.error_type,
+            ) from None
+        except httpx.TransportError as exc:
+            raise RetryableEndpointError(
+                f"fal.ai {what}: {type(exc).__name__} after {self.retry.attempts} attempts"
+            ) from exc
 
     async def submit(
         self, app: str, arguments: dict[str, Any], *, trace: CallTrace | None = None
@@ -471,7 +484,7 @@ def build_client(
     settings: FalSettings,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    retry: RetryPolicy | None = None,
+    retry: Backoff | None = None,
     poll: PollPolicy | None = None,
     rng: random.Random | None = None,
     sleep: Sleep = asyncio.sleep,

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +24,6 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from tasks.endpoints import EndpointInfo
-from tasks.engine.job import reusable
 from tasks.errors import (
     AuthError,
     BudgetExceeded,
@@ -34,15 +34,25 @@ from tasks.errors import (
     StorageError,
     SubmitOutcomeUnknown,
 )
-from tasks.fal.client import CallTrace, FalClient, QueueStatus, retry_delay
-from tasks.fal.files import parse_outputs
+from tasks.fal.client import CallTrace, FalClient, QueueStatus
+from tasks.fal.files import FalOutputs, parse_outputs
 from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
+from tasks.ledger.reuse import reusable
+from tasks.media.facts import VideoFacts, read_video_facts
 from tasks.media.formats import spec_for
-from tasks.media.inputs import InputMetadata, local_path, read_input_metadata, readable_location
-from tasks.media.preflight import InputFacts, InputSettings, check_limits, check_remote, sniff_file
-from tasks.media.verify import Expectation, VerifySettings, probe, verify_mask, verify_output
+from tasks.media.inputs import local_path, readable_location
+from tasks.media.preflight import InputSettings, check_limits, check_remote, sniff_file
+from tasks.media.verify import (
+    Expectation,
+    VerifyReport,
+    VerifySettings,
+    probe,
+    verify_mask,
+    verify_output,
+)
+from tasks.retry import acall_with_backoff
 from tasks.run.cost import Price, cost_usd
 from tasks.storage.store import Storage, redact_url, sha256_file
 
@@ -113,17 +123,24 @@ async def probe_location(job: Job, runner: FalRunner) -> str:
     )
 
 
-async def probe_with_retries(location: str, runner: FalRunner, attempts: int = 3) -> InputMetadata:
-    """A remote input's host may refuse a moment (429/5xx/reset): try again before failing."""
-    remote = local_path(location) is None
-    for attempt in range(1, attempts + 1):
-        try:
-            return await asyncio.to_thread(read_input_metadata, location)
-        except InputError:
-            if not remote or attempt == attempts:
-                raise
-            await runner.client.sleep(retry_delay(attempt, runner.client.retry, runner.client.rng))
-    raise AssertionError("unreachable")
+PROBE_ATTEMPTS = 3
+
+
+def probe_worth_retrying(location: str, exc: BaseException) -> bool:
+    """A remote input's host may refuse a moment (429/5xx/reset); a local file will not change."""
+    return isinstance(exc, InputError) and local_path(location) is None
+
+
+async def probe_with_retries(location: str, runner: FalRunner) -> VideoFacts:
+    """The input's header facts, read again (with the fal client's backoff) while it refuses."""
+    client = runner.client
+    return await acall_with_backoff(
+        lambda: asyncio.to_thread(read_video_facts, location),
+        replace(client.retry, attempts=PROBE_ATTEMPTS),
+        transient=lambda exc: probe_worth_retrying(location, exc),
+        sleep=client.sleep,
+        rng=client.rng,
+    )
 
 
 def check_reachable(job: Job, runner: FalRunner) -> None:
@@ -157,24 +174,13 @@ def precheck(location: str, limits: InputSettings, ask_server: bool) -> int | No
 
 
 def check_probe_limits(
-    probed: InputMetadata, size: int | None, limits: InputSettings, shown: str
+    probed: VideoFacts, size: int | None, limits: InputSettings, shown: str
 ) -> None:
-    facts = InputFacts(
-        bytes=size or probed.size_bytes,
-        width=probed.width,
-        height=probed.height,
-        fps=probed.fps,
-        duration_s=probed.duration_s,
-        frames=probed.frames,
-        frames_exact=probed.exact,
-        video_streams=1,
-        has_audio=False,
-        codec="",
-    )
-    check_limits(facts, limits, shown)
+    """The input limits, with the size the server stated when the container did not say."""
+    check_limits(replace(probed, bytes=size or probed.bytes), limits, shown)
 
 
-def estimate_usd(price: Price, probed: InputMetadata) -> float:
+def estimate_usd(price: Price, probed: VideoFacts) -> float:
     return cost_usd(price, frames=probed.frames, compute_s=price.compute_seconds(probed.frames))
 
 
@@ -254,6 +260,28 @@ async def submit_job(
     return sub
 
 
+def outputs_of(result: dict[str, Any]) -> FalOutputs:
+    try:
+        return parse_outputs(result)
+    except ValidationError as exc:
+        raise EndpointError(
+            "fal.ai result has no video output", code=ErrorCode.fal_bad_result
+        ) from exc
+
+
+def input_frames(entry: LedgerEntry) -> int | None:
+    """The input's frame count when it was stated, not estimated (older entries say ``exact``)."""
+    probed = entry.metrics.get("input") or {}
+    exact = probed.get("frames_exact", probed.get("exact"))
+    return probed.get("frames") if exact else None
+
+
+def failed_verification(entry: LedgerEntry, code: ErrorCode | None, error: str | None) -> Status:
+    entry.state = JobState.failed_verification
+    entry.error_code, entry.error = code, error
+    return Status.failed_verification
+
+
 async def bring_home(
     job: Job,
     entry: LedgerEntry,
@@ -264,69 +292,31 @@ async def bring_home(
     trace: CallTrace,
 ) -> Status:
     """Download, verify and store the outputs; set the actual cost. Returns the row status."""
-    try:
-        outputs = parse_outputs(result)
-    except ValidationError as exc:
-        raise EndpointError(
-            "fal.ai result has no video output", code=ErrorCode.fal_bad_result
-        ) from exc
+    outputs = outputs_of(result)
     options = runner.info.options(job.params)
     spec = spec_for(runner.info.output_format(options))
-    transparent = runner.info.transparent(options)
+    expected = Expectation(
+        spec=spec, transparent=runner.info.transparent(options), frames=input_frames(entry)
+    )
     entry.fal = entry.fal or FalHandles()
     mask_video = outputs.mask_video.stored() if outputs.mask_video else None
     entry.fal.result = FalResult(video=outputs.video.stored(), mask_video=mask_video)
-    probed = entry.metrics.get("input") or {}
-    frames = probed.get("frames") if probed.get("exact") else None
     stem = safe_stem(job.id, job.key)
     with tempfile.TemporaryDirectory(prefix="matteflow-fal-") as tmp:
         out = Path(tmp) / f"video{spec.extension}"
-        size, sha = await fetch_file(runner.client, outputs.video, out, trace)
-        if outputs.video.file_size is not None and size != outputs.video.file_size:
-            raise EndpointError(
-                f"download truncated: {size} of {outputs.video.file_size} bytes",
-                code=ErrorCode.fal_download_failed,
-            )
-        expected = Expectation(spec=spec, transparent=transparent, frames=frames)
-        report = await asyncio.to_thread(verify_output, out, expected, runner.verify)
-        entry.verification = report.as_dict()
-        entry.bytes, entry.sha256 = size, sha
-        found = report.probe
-        entry.metrics.update(
-            output_format=spec.name.value,
-            frames=found.frames if found else None,
-            width=found.width if found else None,
-            height=found.height if found else None,
-            fps=found.fps if found else None,
-            duration_s=found.duration_s if found else None,
+        report = await fetch_and_verify(entry, runner, outputs.video, out, expected, trace)
+        entry.cost_usd = actual_cost(
+            runner.price, report.probe.frames if report.probe else 0, status
         )
-        entry.cost_usd = actual_cost(runner.price, found.frames if found else 0, status)
         if not report.ok:
-            entry.state = JobState.failed_verification
-            entry.error_code, entry.error = report.error_code, report.error
-            return Status.failed_verification
+            return failed_verification(entry, report.error_code, report.error)
         mask_rel = None
         if outputs.mask_video is not None:
             mask = Path(tmp) / f"mask{suffix_of(outputs.mask_video, '.mp4')}"
             await fetch_file(runner.client, outputs.mask_video, mask, trace)
-            try:
-                mask_probe = await asyncio.to_thread(probe, mask)
-            except Exception as exc:  # PyAV raises many types for a broken file
-                entry.state = JobState.failed_verification
-                entry.error_code = ErrorCode.mask_undecodable
-                entry.error = f"mask video does not decode: {type(exc).__name__}"
-                return Status.failed_verification
-            if frames is not None and mask_probe.frames != frames:
-                entry.state = JobState.failed_verification
-                entry.error_code = ErrorCode.mask_frame_count
-                entry.error = f"mask has {mask_probe.frames} frames, expected {frames}"
-                return Status.failed_verification
-            disagree = await asyncio.to_thread(verify_mask, out, mask, runner.verify)
-            if disagree:
-                entry.state = JobState.failed_verification
-                entry.error_code = disagree[0][0]
-                entry.error = "; ".join(text for _, text in disagree)
-                return Status.failed_verification
+            refusal = await mask_refusal(out, mask, expected.frames, runner)
+            if refusal is not None:
+                return failed_verification(entry, *refusal)
             mask_rel = f"videos/{stem}.mask{mask.suffix}"
             await asyncio.to_thread(storage.put_file, mask, mask_rel)
         rel = f"videos/{stem}{spec.extension}"
@@ -336,6 +326,52 @@ async def bring_home(
         entry.mask_path, entry.mask_url = mask_rel, storage.url(mask_rel)
     entry.state = JobState.succeeded
     return Status.succeeded
+
+
+async def fetch_and_verify(
+    entry: LedgerEntry,
+    runner: FalRunner,
+    video: FalFile,
+    out: Path,
+    expected: Expectation,
+    trace: CallTrace,
+) -> VerifyReport:
+    """Download the output video whole, verify it, and record what was found in ``entry``."""
+    size, sha = await fetch_file(runner.client, video, out, trace)
+    if video.file_size is not None and size != video.file_size:
+        raise EndpointError(
+            f"download truncated: {size} of {video.file_size} bytes",
+            code=ErrorCode.fal_download_failed,
+        )
+    report = await asyncio.to_thread(verify_output, out, expected, runner.verify)
+    entry.verification = report.as_dict()
+    entry.bytes, entry.sha256 = size, sha
+    found = report.probe
+    entry.metrics.update(
+        output_format=expected.spec.name.value,
+        frames=found.frames if found else None,
+        width=found.width if found else None,
+        height=found.height if found else None,
+        fps=found.fps if found else None,
+        duration_s=found.duration_s if found else None,
+    )
+    return report
+
+
+async def mask_refusal(
+    out: Path, mask: Path, frames: int | None, runner: FalRunner
+) -> tuple[ErrorCode, str] | None:
+    """(code, reason) when the mask video does not decode or disagrees with the output."""
+    try:
+        mask_probe = await asyncio.to_thread(probe, mask)
+    except Exception as exc:  # PyAV raises many types for a broken file
+        return ErrorCode.mask_undecodable, f"mask video does not decode: {type(exc).__name__}"
+    if frames is not None and mask_probe.frames != frames:
+        return ErrorCode.mask_frame_count, f"mask has {mask_probe.frames} frames, expected {frames}"
+    disagree = await asyncio.to_thread(verify_mask, out, mask, runner.verify)
+    if disagree:
+        return ErrorCode(disagree[0][0]), "; ".join(text for _, text in disagree)
+    return None
 
 
 async def cancel_quietly(client: FalClient, sub: Submission) -> str:
@@ -406,56 +442,7 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
             params=job.params,
         )
     trace = CallTrace()
-    status = Status.failed
-    try:
-        async with AsyncExitStack() as held:
-            if resumable(entry, runner):
-                await runner.hold_slot(job, held)
-                sub = submission_of(entry)
-                await save(ledger, entry, "resumed")
-            elif entry.state is JobState.submitting and not runner.resubmit_unknown:
-                raise SubmitOutcomeUnknown(
-                    "an earlier submit of this job may or may not have reached fal.ai; check the "
-                    "fal dashboard (requests of this app), then re-run with --resubmit-unknown"
-                )
-            else:
-                sub = await submit_job(job, entry, ledger, runner, trace, held)
-
-            async def on_status(st: QueueStatus) -> None:
-                if st.status == "IN_PROGRESS" and entry.state is not JobState.running:
-                    entry.state = JobState.running
-                    await save(ledger, entry, "running")
-
-            try:
-                final = await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
-            except EndpointError as exc:
-                if exc.code == ErrorCode.fal_timeout:
-                    fal_handles(entry).cancel = await cancel_quietly(runner.client, sub)
-                raise
-        fal_handles(entry).metrics = final.metrics
-        if final.error:
-            raise EndpointError(
-                f"fal.ai job failed: {final.error}"[:500],
-                code=ErrorCode.fal_job_error,
-                error_type=final.error_type,
-            )
-        result = await runner.client.result(sub.response_url, trace=trace)
-        status = await bring_home(job, entry, storage, runner, result, final, trace)
-    except AuthError:
-        await save(ledger, entry, "auth_error")
-        raise
-    except BudgetExceeded as exc:
-        status = Status.skipped_budget
-        entry.error_code, entry.error = exc.code, exc.message
-    except SubmitOutcomeUnknown as exc:
-        entry.state = JobState.submitting
-        entry.error_code, entry.error = exc.code, exc.message
-    except MatteflowError as exc:
-        entry.state = JobState.failed
-        entry.error_code, entry.error = exc.code, exc.message
-        if isinstance(exc, EndpointError) and exc.error_type:
-            trace.error_types.append(exc.error_type)
-            entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
+    status = await attempt(job, entry, ledger, storage, runner, trace)
     entry.metrics["fal_retries"] = int(entry.metrics.get("fal_retries", 0)) + trace.retries
     seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
     entry.metrics["fal_error_types"] = sorted(seen)
@@ -468,3 +455,87 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
         finished_at=now_iso(),
         elapsed_s=round(time.perf_counter() - t0, 3),
     )
+
+
+async def attempt(
+    job: Job,
+    entry: LedgerEntry,
+    ledger: Ledger,
+    storage: Storage,
+    runner: FalRunner,
+    trace: CallTrace,
+) -> Status:
+    """Submit (or resume) the job, wait for fal, bring the output home; returns the row status.
+
+    ``AuthError`` propagates (the run must stop); every other failure is recorded in ``entry``.
+    """
+    try:
+        async with AsyncExitStack() as held:
+            sub = await submission_for(job, entry, ledger, runner, trace, held)
+            final = await wait_for(entry, ledger, runner, sub, trace)
+        fal_handles(entry).metrics = final.metrics
+        if final.error:
+            raise EndpointError(
+                f"fal.ai job failed: {final.error}"[:500],
+                code=ErrorCode.fal_job_error,
+                error_type=final.error_type,
+            )
+        result = await runner.client.result(sub.response_url, trace=trace)
+        return await bring_home(job, entry, storage, runner, result, final, trace)
+    except AuthError:
+        await save(ledger, entry, "auth_error")
+        raise
+    except BudgetExceeded as exc:
+        entry.error_code, entry.error = exc.code, exc.message
+        return Status.skipped_budget
+    except SubmitOutcomeUnknown as exc:
+        entry.state = JobState.submitting
+        entry.error_code, entry.error = exc.code, exc.message
+    except MatteflowError as exc:
+        entry.state = JobState.failed
+        entry.error_code, entry.error = exc.code, exc.message
+        if isinstance(exc, EndpointError) and exc.error_type:
+            trace.error_types.append(exc.error_type)
+            entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
+    return Status.failed
+
+
+async def submission_for(
+    job: Job,
+    entry: LedgerEntry,
+    ledger: Ledger,
+    runner: FalRunner,
+    trace: CallTrace,
+    held: AsyncExitStack,
+) -> Submission:
+    """The job's fal request: resumed from the ledger, or submitted now. A submit whose outcome
+    is unknown is never repeated unless the run says so (fal has no idempotency key)."""
+    if resumable(entry, runner):
+        await runner.hold_slot(job, held)
+        sub = submission_of(entry)
+        await save(ledger, entry, "resumed")
+        return sub
+    if entry.state is JobState.submitting and not runner.resubmit_unknown:
+        raise SubmitOutcomeUnknown(
+            "an earlier submit of this job may or may not have reached fal.ai; check the "
+            "fal dashboard (requests of this app), then re-run with --resubmit-unknown"
+        )
+    return await submit_job(job, entry, ledger, runner, trace, held)
+
+
+async def wait_for(
+    entry: LedgerEntry, ledger: Ledger, runner: FalRunner, sub: Submission, trace: CallTrace
+) -> QueueStatus:
+    """Poll fal until the job completes; a job that outlives its timeout is cancelled there."""
+
+    async def on_status(st: QueueStatus) -> None:
+        if st.status == "IN_PROGRESS" and entry.state is not JobState.running:
+            entry.state = JobState.running
+            await save(ledger, entry, "running")
+
+    try:
+        return await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
+    except EndpointError as exc:
+        if exc.code == ErrorCode.fal_timeout:
+            fal_handles(entry).cancel = await cancel_quietly(runner.client, sub)
+        raise

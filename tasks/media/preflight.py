@@ -11,8 +11,7 @@ files, how big an input may be, and whether it is a video at all.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.errors import ErrorCode, InputError
+from tasks.media.facts import VideoFacts, read_video_facts
 from tasks.media.formats import FormatSpec
-from tasks.media.inputs import local_path, stream_timing
+from tasks.media.inputs import local_path
 from tasks.storage.store import raise_for_input_response, redact_url, too_large
 
 HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
@@ -97,28 +97,7 @@ class LocalInputPolicy:
         )
 
 
-@dataclass
-class InputFacts:
-    """What an input holds, read from its container (and its first frame for the rotation)."""
-
-    bytes: int | None
-    width: int
-    height: int
-    fps: float
-    duration_s: float
-    frames: int
-    frames_exact: bool
-    video_streams: int
-    has_audio: bool
-    codec: str
-    rotation: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def check_limits(facts: InputFacts, limits: InputSettings, shown: str) -> None:
+def check_limits(facts: VideoFacts, limits: InputSettings, shown: str) -> None:
     """Raise ``InputError`` for the first limit ``facts`` exceed, naming the setting to raise."""
     checks = [
         (facts.bytes or 0, limits.max_bytes, ErrorCode.input_too_large, "bytes", "MAX_BYTES"),
@@ -136,7 +115,13 @@ def check_limits(facts: InputFacts, limits: InputSettings, shown: str) -> None:
             f"pixels a frame ({facts.width}x{facts.height})",
             "MAX_PIXELS",
         ),
-        (facts.frames, limits.max_frames, ErrorCode.input_too_many_frames, "frames", "MAX_FRAMES"),
+        (
+            facts.frames_at_most,
+            limits.max_frames,
+            ErrorCode.input_too_many_frames,
+            "frames",
+            "MAX_FRAMES",
+        ),
     ]
     for value, limit, code, unit, env in checks:
         if value > limit:
@@ -168,71 +153,34 @@ def sniff_file(path: Path, limits: InputSettings) -> int:
     return size
 
 
-def read_facts(path: Path) -> InputFacts:
-    """Container facts of a local file; raises ``InputError`` when it is not a video."""
-    try:
-        with av.open(str(path)) as container:
-            videos = container.streams.video
-            if not videos:
-                kinds: list[str] = sorted({str(s.type) for s in container.streams}) or [
-                    "no streams"
-                ]
-                raise InputError(
-                    f"input {path.name} has no video stream ({', '.join(kinds)} only)",
-                    code=ErrorCode.input_no_video,
-                )
-            stream = videos[0]
-            fps, duration, counted = stream_timing(container, stream)
-            exact = counted is not None
-            # Limits err on the safe side: an estimated count is rounded up.
-            frames = counted if counted is not None else math.ceil(duration * fps)
-            rotation = 0
-            for frame in container.decode(stream):
-                rotation = int(frame.rotation or 0) % 360
-                break
-            notes = []
-            if len(videos) > 1:
-                notes.append(f"{len(videos)} video streams: the first is processed")
-            return InputFacts(
-                bytes=path.stat().st_size,
-                width=int(stream.codec_context.width),
-                height=int(stream.codec_context.height),
-                fps=round(fps, 3),
-                duration_s=round(duration, 3),
-                frames=frames,
-                frames_exact=exact,
-                video_streams=len(videos),
-                has_audio=bool(container.streams.audio),
-                codec=str(stream.codec_context.name),
-                rotation=rotation,
-                notes=notes,
-            )
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise InputError(
-            f"input {path.name} is not a readable video: {type(exc).__name__}: "
-            f"{str(exc).replace(str(path), path.name)[:200]}",
-            code=ErrorCode.input_undecodable,
-        ) from exc
-
-
-def preflight(path: Path, limits: InputSettings, spec: FormatSpec | None = None) -> InputFacts:
+def preflight(path: Path, limits: InputSettings, spec: FormatSpec | None = None) -> VideoFacts:
     """Everything that can be known about a local input before processing it, checked.
 
-    Odd frame sizes are refused (not padded) for 4:2:0 outputs (VP9, H.264/5): padding would
-    change the output size, and ProRes 4444 and GIF take odd sizes as they are.
+    The file is opened once: its header is checked against the limits and the output format,
+    then its packets are counted for the exact frame count a correct output must match.
     """
     sniff_file(path, limits)
-    facts = read_facts(path)
-    check_limits(facts, limits, path.name)
-    if spec is not None and (facts.width % 2 or facts.height % 2):
-        formats = {spec.opaque_pix_fmt, spec.alpha_pix_fmt or ""}
-        if any(f.endswith("420p") for f in formats if f):
-            raise InputError(
-                f"{facts.width}x{facts.height} has an odd side; {spec.name.value} needs even "
-                "sizes (4:2:0): use mov_proresks or gif, or crop the input by one pixel",
-                code=ErrorCode.input_odd_size,
-            )
-    return facts
+
+    def check(facts: VideoFacts) -> None:
+        check_limits(facts, limits, path.name)
+        if spec is not None:
+            check_even_size(facts, spec)
+
+    return read_video_facts(path, scan=True, check=check)
+
+
+def check_even_size(facts: VideoFacts, spec: FormatSpec) -> None:
+    """Odd frame sizes are refused (not padded) for 4:2:0 outputs (VP9, H.264/5): padding would
+    change the output size, and ProRes 4444 and GIF take odd sizes as they are."""
+    if facts.width % 2 == 0 and facts.height % 2 == 0:
+        return
+    formats = {spec.opaque_pix_fmt, spec.alpha_pix_fmt or ""}
+    if any(f.endswith("420p") for f in formats if f):
+        raise InputError(
+            f"{facts.width}x{facts.height} has an odd side; {spec.name.value} needs even "
+            "sizes (4:2:0): use mov_proresks or gif, or crop the input by one pixel",
+            code=ErrorCode.input_odd_size,
+        )
 
 
 def check_remote(url: str, limits: InputSettings, *, timeout_s: float = 20.0) -> int | None:

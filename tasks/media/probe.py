@@ -1,7 +1,7 @@
 """Read what a video file really holds: container, codec, frames, timing, alpha and matte stats.
 
-Outputs are decoded in full (a file that does not decode to the end is broken); inputs are only
-demuxed (counting packets is exact for frame counts and ten times cheaper than decoding).
+Outputs are decoded in full (a file that does not decode to the end is broken); inputs are read by
+``tasks.media.facts``.
 VP9 alpha is only visible through the ``libvpx-vp9`` decoder: FFmpeg's native vp9 decoder
 silently drops it, so VP9 streams are decoded with ``libvpx-vp9`` here.
 """
@@ -236,6 +236,62 @@ class VideoProbe:
     alpha_mode: bool = False  # VP9: the container flags an alpha side channel
 
 
+@dataclass
+class DecodeTally:
+    """What decoding a stream's frames found: count, timestamps, pixel format, alpha samples."""
+
+    stats: MatteStats
+    pix_fmt: str
+    frames: int = 0
+    first_time: float | None = None
+    last_time: float = 0.0
+    alpha_seen: bool = False
+    alpha_means: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    def add(self, frame: Any, background_rgb: tuple[int, int, int] | None, tolerance: int) -> None:
+        self.pix_fmt = frame.format.name
+        if frame.time is not None:
+            t = float(frame.time)
+            self.first_time = t if self.first_time is None else min(self.first_time, t)
+            self.last_time = max(self.last_time, t)
+        if self.stats.wants(self.frames):
+            alpha = alpha_of(frame)
+            if alpha is not None:
+                self.alpha_means.append(float(alpha.mean()))
+                self.alpha_seen = self.alpha_seen or bool((alpha < 1.0).any())
+            matte = alpha
+            if background_rgb is not None:
+                matte = colour_matte(frame, background_rgb, tolerance)
+            if matte is not None:
+                self.stats.add(self.frames, matte)
+        self.frames += 1
+
+    def duration_s(self, fps: float) -> float:
+        """First to last frame time, plus one frame."""
+        one_frame = 1.0 / fps if fps and self.frames else 0.0
+        return round(self.last_time - (self.first_time or 0.0) + one_frame, 3)
+
+
+def decode_all(
+    container: Any,
+    stream: Any,
+    sample_every: int,
+    background_rgb: tuple[int, int, int] | None,
+    tolerance: int,
+) -> DecodeTally:
+    """Decode every frame of ``stream``; an error part-way is kept in the tally, not raised."""
+    decoder = decoder_for(stream)
+    tally = DecodeTally(MatteStats(every=max(1, sample_every)), stream.codec_context.pix_fmt or "")
+    try:
+        for packet in container.demux(stream):
+            for frame in decoder.decode(packet):
+                tally.add(frame, background_rgb, tolerance)
+    except av.error.FFmpegError as exc:
+        tally.error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+    return tally
+
+
 def probe(
     path: Path,
     *,
@@ -254,116 +310,36 @@ def probe(
         if not container.streams.video or demuxer in IMAGE_DEMUXERS:
             raise NoVideoStream(f"no video stream (read as {demuxer})")
         stream = container.streams.video[0]
-        decoder = decoder_for(stream)
-        stats = MatteStats(every=max(1, sample_every))
-        frames, first_time, last_time = 0, None, 0.0
-        pix_fmt = stream.codec_context.pix_fmt or ""
-        alpha_seen = False
-        alpha_means: list[float] = []
-        error: str | None = None
-        try:
-            for packet in container.demux(stream):
-                for frame in decoder.decode(packet):
-                    pix_fmt = frame.format.name
-                    if frame.time is not None:
-                        t = float(frame.time)
-                        first_time = t if first_time is None else min(first_time, t)
-                        last_time = max(last_time, t)
-                    if stats.wants(frames):
-                        alpha = alpha_of(frame)
-                        if alpha is not None:
-                            alpha_means.append(float(alpha.mean()))
-                            alpha_seen = alpha_seen or bool((alpha < 1.0).any())
-                        matte = alpha
-                        if background_rgb is not None:
-                            matte = colour_matte(frame, background_rgb, background_tolerance)
-                        if matte is not None:
-                            stats.add(frames, matte)
-                    frames += 1
-        except av.error.FFmpegError as exc:
-            error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
-        rate = stream.average_rate or stream.guessed_rate or Fraction(0)
-        fps = float(rate)
-        codec = stream.codec_context.name
-        # GIF decodes to BGRA always: it carries alpha only where some pixel is see-through.
-        has_alpha = pix_fmt_has_alpha(pix_fmt) and (codec != "gif" or alpha_seen)
-        declared = declared_video_duration(stream)
-        fg_range = stats.fg_range
-        return VideoProbe(
-            container=kind or demuxer,
-            codec=codec,
-            pix_fmt=pix_fmt,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            fps=round(fps, 3),
-            frames=frames,
-            duration_s=round(
-                last_time - (first_time or 0.0) + (1.0 / fps if fps and frames else 0.0), 3
-            ),
-            has_alpha=has_alpha,
-            has_audio=bool(container.streams.audio),
-            alpha_mean=round(float(np.mean(alpha_means)), 4) if alpha_means else None,
-            demuxer=demuxer,
-            declared_duration_s=round(declared, 3) if declared else None,
-            fg_fraction=stats.fg_fraction,
-            fg_min=fg_range[0] if fg_range else None,
-            fg_max=fg_range[1] if fg_range else None,
-            flicker=stats.flicker,
-            decode_error=error,
-            alpha_mode=stream.metadata.get("alpha_mode") == "1",
-        )
+        tally = decode_all(container, stream, sample_every, background_rgb, background_tolerance)
+        return video_probe(container, stream, tally, kind or demuxer)
 
 
-@dataclass
-class InputProbe:
-    """An input's frames, size and timing, read from packets without decoding."""
-
-    width: int
-    height: int
-    fps: float
-    frames: int
-    duration_s: float
-    variable_frame_rate: bool
-    has_audio: bool
-
-
-def probe_input(path: Path | str, *, vfr_jitter: float = 0.1) -> InputProbe:
-    """Count the first video stream's packets and read their timestamps.
-
-    ``path`` may also be a URL FFmpeg reads (http/https), e.g. a presigned input URL.
-
-    A frame rate is variable when a frame's duration differs from the median by more than
-    ``vfr_jitter`` of it. Raises ``av.error.FFmpegError`` or ``NoVideoStream`` on a bad input.
-    """
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise NoVideoStream("no video stream")
-        stream = container.streams.video[0]
-        pts: list[int] = []
-        count = 0
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the demuxer's end-of-stream marker
-            count += 1
-            if packet.pts is not None:
-                pts.append(int(packet.pts))
-        rate = stream.average_rate or stream.guessed_rate or Fraction(0)
-        fps = float(rate)
-        tb = float(stream.time_base or 0)
-        vfr, duration = False, count / fps if fps else 0.0
-        if len(pts) >= 2 and tb:
-            ordered = np.sort(np.asarray(pts, dtype=np.int64))
-            deltas = np.diff(ordered)
-            median = float(np.median(deltas))
-            if median > 0:
-                vfr = bool(np.abs(deltas - median).max() > vfr_jitter * median)
-                duration = float(ordered[-1] - ordered[0] + median) * tb
-        return InputProbe(
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            fps=round(fps, 3),
-            frames=count,
-            duration_s=round(duration, 3),
-            variable_frame_rate=vfr,
-            has_audio=bool(container.streams.audio),
-        )
+def video_probe(container: Any, stream: Any, tally: DecodeTally, kind: str) -> VideoProbe:
+    """The probe's answer from the stream's headers and what decoding found."""
+    fps = float(stream.average_rate or stream.guessed_rate or Fraction(0))
+    codec = stream.codec_context.name
+    # GIF decodes to BGRA always: it carries alpha only where some pixel is see-through.
+    has_alpha = pix_fmt_has_alpha(tally.pix_fmt) and (codec != "gif" or tally.alpha_seen)
+    declared = declared_video_duration(stream)
+    fg_range = tally.stats.fg_range
+    return VideoProbe(
+        container=kind,
+        codec=codec,
+        pix_fmt=tally.pix_fmt,
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        fps=round(fps, 3),
+        frames=tally.frames,
+        duration_s=tally.duration_s(fps),
+        has_alpha=has_alpha,
+        has_audio=bool(container.streams.audio),
+        alpha_mean=round(float(np.mean(tally.alpha_means)), 4) if tally.alpha_means else None,
+        demuxer=container.format.name,
+        declared_duration_s=round(declared, 3) if declared else None,
+        fg_fraction=tally.stats.fg_fraction,
+        fg_min=fg_range[0] if fg_range else None,
+        fg_max=fg_range[1] if fg_range else None,
+        flicker=tally.stats.flicker,
+        decode_error=tally.error,
+        alpha_mode=stream.metadata.get("alpha_mode") == "1",
+    )

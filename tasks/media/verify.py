@@ -17,9 +17,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.errors import ErrorCode
+from tasks.media.facts import VideoFacts
 from tasks.media.formats import FormatSpec, OutputFormat
 from tasks.media.probe import (
-    InputProbe,
     NoVideoStream,
     VideoProbe,
     decoder_for,
@@ -27,7 +27,6 @@ from tasks.media.probe import (
     mask_alpha,
     pix_fmt_has_alpha,
     probe,
-    probe_input,
     sniff_container,
     truncation,
 )
@@ -35,7 +34,6 @@ from tasks.storage.store import sha256_file
 
 __all__ = [
     "Expectation",
-    "InputProbe",
     "NoVideoStream",
     "VerifyReport",
     "VerifySettings",
@@ -43,7 +41,6 @@ __all__ = [
     "decoder_for",
     "pix_fmt_has_alpha",
     "probe",
-    "probe_input",
     "should_retry_verification",
     "verify_mask",
     "verify_output",
@@ -172,7 +169,7 @@ class Expectation:
         cls,
         spec: FormatSpec,
         transparent: bool,
-        source: InputProbe,
+        source: VideoFacts,
         *,
         size: SizeRule | tuple[int, int] = "same",
         background_rgb: tuple[int, int, int] | None = None,

@@ -7,7 +7,8 @@ from typing import Any
 
 from tasks.errors import MatteflowError
 from tasks.ledger.jobs import Job
-from tasks.media.inputs import read_input_metadata, readable_location
+from tasks.media.facts import read_video_facts
+from tasks.media.inputs import readable_location
 from tasks.run.cost import Price, cost_usd
 from tasks.storage.store import redact_url
 
@@ -28,7 +29,7 @@ def estimate_job(job: Job, price: Price, storage_options: dict[str, Any] | None)
     }
     try:
         location = readable_location(job.video_url, PRESIGN_FOR_PROBE_S, storage_options)
-        probed = read_input_metadata(location)
+        probed = read_video_facts(location)
     except MatteflowError as exc:
         row["error"] = f"{exc.code}: {exc.message}"
         return row
@@ -36,7 +37,7 @@ def estimate_job(job: Job, price: Price, storage_options: dict[str, Any] | None)
     row.update(
         frames=probed.frames,
         duration_s=probed.duration_s,
-        exact=probed.exact,
+        exact=probed.frames_exact,
         estimated_cost_usd=cost_usd(price, frames=probed.frames, compute_s=compute_s),
     )
     return row

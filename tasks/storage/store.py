@@ -88,7 +88,9 @@ class Storage:
         if root.startswith("s3://") and not options:
             options = s3_options()
         if root.startswith("s3://"):
-            # One layer owns each retry: ``retry`` below, not botocore's own loop on top of it.
+            # One retry layer per storage call, ours (``_call``): it knows which errors are worth
+            # another attempt and logs each one. botocore's loop is turned off here
+            # (total_max_attempts counts the first try; ``max_attempts`` would count retries).
             config = dict(options.get("config_kwargs") or {})
             config.setdefault("retries", {"total_max_attempts": 1})
             options["config_kwargs"] = config
@@ -97,6 +99,12 @@ class Storage:
             fs, path = fsspec.core.url_to_fs(self.root_url, **options)
         except (ValueError, ImportError) as exc:
             raise StorageError(f"cannot use output location {redact_url(root)}: {exc}") from exc
+        if hasattr(fs, "retries"):
+            # s3fs wraps every S3 call in its own loop (``_error_wrapper``: up to ``retries``
+            # tries with 1.7**i * 0.1 s sleeps on timeouts, SlowDown and the like), and reads in
+            # ``_get_file`` restart up to ``retries`` times. Set on the instance: the constructor
+            # does not take it, and only Storage's own instances (its options) get it.
+            fs.retries = 1
         self.fs: Any = fs
         self.root: str = path.rstrip("/")
         self.options = options

@@ -14,11 +14,12 @@ import pytest
 from pydantic import SecretStr
 
 from tasks.endpoints import endpoint_info
-from tasks.fal.client import FalSettings, PollPolicy, RetryPolicy, build_client
+from tasks.fal.client import FalSettings, PollPolicy, build_client
 from tasks.fal.job import FalRunner, run_fal_job
 from tasks.ledger.jobs import Job, JobState, Ledger, job_key
 from tasks.manifest.plan import resolve_params
 from tasks.media.verify import probe
+from tasks.retry import Backoff
 from tasks.run.cost import price_for
 from tasks.storage.store import Storage
 from tests.fakes.fal_server import PIXELCUT, FakeFal, Faults
@@ -72,7 +73,7 @@ def runner_for(fake: FakeFal, *, job_timeout_s: float = 60.0, attempts: int = 10
     )
     client = build_client(
         settings,
-        retry=RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.05),
+        retry=Backoff(attempts=attempts, base_delay_s=0.01, max_delay_s=0.05),
         poll=PollPolicy(initial_s=0.02, max_s=0.1, timeout_s=job_timeout_s),
     )
     return FalRunner(client, endpoint_info("pixelcut"), price_for("pixelcut"))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 import pytest
 
@@ -104,3 +107,24 @@ def test_non_transient_reason_is_not_retried_even_when_enabled(
         settings=settings,
     )
     assert row["status"] == "failed_verification" and row["attempts"] == 1
+
+
+def test_a_local_job_opens_its_input_once_for_facts(
+    clips: dict[str, Path], storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Preflight, limits and the frame count a correct output must match come from one open;
+    the engine's own decode is the only other one (three opens in all before VideoFacts)."""
+    src = str(clips["silent"])
+    opened: list[str] = []
+    real_open = av.open
+
+    def counting_open(target: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(target) == src:
+            opened.append(traceback.extract_stack(limit=2)[0].filename)
+        return real_open(target, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    row = run_local_job(make_job(clips["silent"]), storage, segmenter_factory=factory(False))
+    assert row["status"] == "succeeded", row["error"]
+    facts_opens = [f for f in opened if f.endswith("tasks/media/facts.py")]
+    assert len(facts_opens) == 1 and len(opened) == 2, opened

@@ -16,14 +16,13 @@ from tasks.fal.client import (
     FalClient,
     FalSettings,
     PollPolicy,
-    RetryPolicy,
     build_client,
     parse_retry_after,
     poll_delay,
-    retry_delay,
     should_retry_exception,
     should_retry_status,
 )
+from tasks.retry import Backoff, backoff_delay
 from tests.fakes.fal_server import BIREFNET, PIXELCUT, FakeFal, Faults
 
 SECRET = "sk-very-secret-123"
@@ -82,13 +81,13 @@ def test_retry_after_seconds_and_date() -> None:
 
 
 def test_retry_delay_grows_to_cap_and_honours_retry_after() -> None:
-    policy = RetryPolicy(base_delay_s=0.5, max_delay_s=10.0, jitter=0.0, max_retry_after_s=60)
+    policy = Backoff(base_delay_s=0.5, max_delay_s=10.0, jitter=0.0, max_retry_after_s=60)
     rng = random.Random(1)
-    delays = [retry_delay(n, policy, rng) for n in range(1, 8)]
+    delays = [backoff_delay(n, policy, rng) for n in range(1, 8)]
     assert delays[:3] == [0.5, 1.0, 2.0]
     assert delays[-1] == 10.0
-    assert retry_delay(1, policy, rng, retry_after=4.0) == 4.0
-    assert retry_delay(1, policy, rng, retry_after=999.0) == 60.0
+    assert backoff_delay(1, policy, rng, retry_after=4.0) == 4.0
+    assert backoff_delay(1, policy, rng, retry_after=999.0) == 60.0
 
 
 def test_poll_delay_starts_near_half_a_second_caps_at_ten_and_jitters() -> None:
@@ -238,7 +237,9 @@ def live_client(fake: FakeFal, **kw: Any) -> FalClient:
     s = FalSettings.model_validate(
         {"key": SecretStr(fake.key), "queue_url": fake.base_url, "rest_url": fake.base_url, **kw}
     )
-    return build_client(s, retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.05), poll=FAST_POLL)
+    return build_client(
+        s, retry=Backoff(attempts=10, base_delay_s=0.01, max_delay_s=0.05), poll=FAST_POLL
+    )
 
 
 FAST_POLL = PollPolicy(initial_s=0.02, max_s=0.1)

@@ -12,11 +12,12 @@ from pydantic import SecretStr
 
 from tasks.endpoints import endpoint_info
 from tasks.errors import AuthError, BudgetExceeded
-from tasks.fal.client import FalSettings, PollPolicy, RetryPolicy, build_client
+from tasks.fal.client import FalSettings, PollPolicy, build_client
 from tasks.fal.job import FalRunner, SubmitGuard, run_fal_job, submit_job
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, job_key
 from tasks.manifest.plan import resolve_params
 from tasks.media.verify import probe
+from tasks.retry import Backoff
 from tasks.run.cost import price_for
 from tasks.storage.store import Storage
 from tests.fakes.fal_server import BIREFNET, PIXELCUT, FakeFal, Faults
@@ -36,7 +37,7 @@ def runner_for(fake: FakeFal, endpoint: str, **kw: Any) -> FalRunner:
     )
     client = build_client(
         settings,
-        retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.05),
+        retry=Backoff(attempts=10, base_delay_s=0.01, max_delay_s=0.05),
         poll=PollPolicy(initial_s=0.02, max_s=0.1, timeout_s=settings.job_timeout_s),
     )
     return FalRunner(client, endpoint_info(endpoint), price_for(endpoint), **kw)

@@ -8,27 +8,28 @@ import pytest
 
 from tasks.errors import InputError
 from tasks.ledger.jobs import Job
-from tasks.media.inputs import local_path, read_input_metadata, readable_location
+from tasks.media.facts import read_video_facts
+from tasks.media.inputs import local_path, readable_location
 from tasks.run.cost import price_for
 from tasks.run.estimate import estimate_jobs
 from tests.fakes.fal_server import FakeFal
 
 
 def test_probe_local_and_http(clips: dict[str, Path], fake_fal: FakeFal) -> None:
-    local = read_input_metadata(str(clips["person"]))
-    assert (local.frames, local.width, local.height, local.exact) == (8, 64, 48, True)
-    remote = read_input_metadata(fake_fal.serve_file(clips["person"]))
+    local = read_video_facts(str(clips["person"]))
+    assert (local.frames, local.width, local.height, local.frames_exact) == (8, 64, 48, True)
+    remote = read_video_facts(fake_fal.serve_file(clips["person"]))
     assert remote.frames == 8 and remote.duration_s == pytest.approx(0.4, abs=0.05)
 
 
 def test_probe_errors_hide_query_strings(tmp_path: Path, fake_fal: FakeFal) -> None:
     with pytest.raises(InputError) as info:
-        read_input_metadata(f"{fake_fal.base_url}/files/none/x.mp4?X-Amz-Signature=secret")
+        read_video_facts(f"{fake_fal.base_url}/files/none/x.mp4?X-Amz-Signature=secret")
     assert "secret" not in str(info.value) and info.value.code == "input_unreadable"
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video")
     with pytest.raises(InputError):
-        read_input_metadata(str(junk))
+        read_video_facts(str(junk))
 
 
 def test_locations() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import InputError
+from tasks.media.facts import VideoFacts
 from tasks.media.preflight import (
-    InputFacts,
     InputSettings,
     LocalInputPolicy,
     check_limits,
@@ -16,7 +16,7 @@ from tasks.media.preflight import (
 )
 
 
-def facts(**kw: object) -> InputFacts:
+def facts(**kw: object) -> VideoFacts:
     values: dict[str, object] = dict(
         bytes=1000,
         width=64,
@@ -30,7 +30,7 @@ def facts(**kw: object) -> InputFacts:
         codec="h264",
     )
     values.update(kw)
-    return InputFacts(**values)  # type: ignore[arg-type]
+    return VideoFacts(**values)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

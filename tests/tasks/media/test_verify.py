@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 
 from tasks.errors import ErrorCode
+from tasks.media.facts import VideoFacts, read_video_facts
 from tasks.media.formats import OutputFormat, spec_for
 from tasks.media.verify import (
     TRANSIENT_CODES,
     Expectation,
-    InputProbe,
     VerifySettings,
-    probe_input,
     should_retry_verification,
     verify_mask,
     verify_output,
@@ -39,8 +38,8 @@ def source(clips: dict[str, Path]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def src_probe(source: Path) -> InputProbe:
-    return probe_input(source)
+def src_probe(source: Path) -> VideoFacts:
+    return read_video_facts(source, scan=True)
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +52,12 @@ def good(source: Path, corpus_dir: Path) -> dict[str, tuple[Path, OutputFormat, 
     return good_corpus(source, corpus_dir)
 
 
-def expect(fmt: OutputFormat | str, transparent: bool, src: InputProbe, **kw: Any) -> Expectation:
+def expect(fmt: OutputFormat | str, transparent: bool, src: VideoFacts, **kw: Any) -> Expectation:
     bg = None if transparent else GREEN
     return Expectation.from_input(spec_for(fmt), transparent, src, background_rgb=bg, **kw)
 
 
-def test_input_probe_counts_frames_without_decoding(src_probe: InputProbe) -> None:
+def test_input_probe_counts_frames_without_decoding(src_probe: VideoFacts) -> None:
     # The clips fixture writes 0.4 s at 20 fps, 64x48.
     assert (src_probe.frames, src_probe.width, src_probe.height) == (8, 64, 48)
     assert src_probe.fps == 20.0 and src_probe.duration_s == pytest.approx(0.4)
@@ -71,7 +70,7 @@ def test_input_probe_counts_frames_without_decoding(src_probe: InputProbe) -> No
     + [f"opaque_{f.value}" for f in OutputFormat if spec_for(f).carries_alpha],
 )
 def test_good_outputs_of_every_format_pass(
-    name: str, good: dict[str, tuple[Path, OutputFormat, bool]], src_probe: InputProbe
+    name: str, good: dict[str, tuple[Path, OutputFormat, bool]], src_probe: VideoFacts
 ) -> None:
     path, fmt, transparent = good[name]
     report = verify_output(path, expect(fmt, transparent, src_probe))
@@ -87,7 +86,7 @@ def test_good_outputs_of_every_format_pass(
 
 def bad_case(name: str, source: Path, d: Path) -> tuple[Path, Expectation, str]:
     """Build one broken output; return it, what was asked for, and the reason it must get."""
-    src = probe_input(source)
+    src = read_video_facts(source, scan=True)
     webm = OutputFormat.webm_vp9
     if name.startswith("truncated_"):
         fmt = OutputFormat(name.removeprefix("truncated_"))
@@ -199,14 +198,16 @@ def test_audio_outlasting_the_video_is_not_mistaken_for_truncation(
         transparent=spec.carries_alpha,
         audio_s=1.5,
     )
-    report = verify_output(path, expect(fmt, spec.carries_alpha, probe_input(source)))
+    report = verify_output(
+        path, expect(fmt, spec.carries_alpha, read_video_facts(source, scan=True))
+    )
     assert report.ok, report.reasons
     assert report.probe is not None and report.probe.has_audio
     assert report.probe.declared_duration_s == pytest.approx(0.4, abs=0.05)
 
 
 def test_every_reason_is_reported_at_once(source: Path, corpus_dir: Path) -> None:
-    src = probe_input(source)
+    src = read_video_facts(source, scan=True)
     path = write_output(
         source,
         corpus_dir / "many.mkv",
@@ -221,7 +222,7 @@ def test_every_reason_is_reported_at_once(source: Path, corpus_dir: Path) -> Non
 
 
 def test_size_rule_is_a_parameter_for_endpoints_that_resize(source: Path, corpus_dir: Path) -> None:
-    src = probe_input(source)
+    src = read_video_facts(source, scan=True)
     path = write_output(
         source, corpus_dir / "half.webm", OutputFormat.webm_vp9, transparent=True, size=(32, 24)
     )
@@ -242,7 +243,7 @@ def test_size_rule_is_a_parameter_for_endpoints_that_resize(source: Path, corpus
 
 
 def test_matte_thresholds_are_settings(
-    good: dict[str, tuple[Path, OutputFormat, bool]], src_probe: InputProbe
+    good: dict[str, tuple[Path, OutputFormat, bool]], src_probe: VideoFacts
 ) -> None:
     path, fmt, _ = good["webm_vp9"]
     strict = VerifySettings(min_fg_fraction=0.5, max_flicker=0.001)
@@ -272,19 +273,21 @@ def _write_vfr(path: Path, deltas: list[int]) -> Path:
 
 
 def test_variable_frame_rate_input_gets_the_documented_tolerance(tmp_path: Path) -> None:
-    vfr = probe_input(_write_vfr(tmp_path / "vfr.mp4", [40, 40, 80, 40, 20, 40] * 4))
-    cfr = probe_input(_write_vfr(tmp_path / "cfr.mp4", [40] * 24))
+    vfr = read_video_facts(
+        _write_vfr(tmp_path / "vfr.mp4", [40, 40, 80, 40, 20, 40] * 4), scan=True
+    )
+    cfr = read_video_facts(_write_vfr(tmp_path / "cfr.mp4", [40] * 24), scan=True)
     assert vfr.variable_frame_rate and not cfr.variable_frame_rate
     assert vfr.frames == cfr.frames == 24
     spec = spec_for("mp4_h264")
-    one_less = InputProbe(**{**vars(vfr), "frames": 23})
+    one_less = VideoFacts(**{**vars(vfr), "frames": 23})
     # An endpoint that resampled the VFR input dropped one frame of 24: within 5%.
     assert not list(_frame_reasons(Expectation.from_input(spec, False, one_less), vfr))
-    strict = Expectation.from_input(spec, False, InputProbe(**{**vars(cfr), "frames": 23}))
+    strict = Expectation.from_input(spec, False, VideoFacts(**{**vars(cfr), "frames": 23}))
     assert "frame_count" in _frame_reasons(strict, cfr)
 
 
-def _frame_reasons(expected: Expectation, found: InputProbe) -> list[str]:
+def _frame_reasons(expected: Expectation, found: VideoFacts) -> list[str]:
     from tasks.media.verify import VideoProbe, _geometry
 
     probe = VideoProbe(

@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import InputError
+from tasks.errors import InputError, StorageError
+from tasks.retry import Backoff
 from tasks.storage.store import Storage, local_input, redact_url
+from tests.fakes.refusing_s3 import refusing_s3
 from tests.fakes.seaweed import SeaweedS3
 
 
@@ -48,3 +50,17 @@ def test_s3_round_trip_on_a_real_server(seaweed: SeaweedS3, s3_bucket: str, tmp_
     assert storage.url("videos/a.bin") == f"{s3_bucket}/prefix/videos/a.bin"
     with local_input(storage.url("videos/a.bin"), tmp_path, seaweed.storage_options()) as got:
         assert got.read_bytes() == src.read_bytes()
+
+
+def test_one_retry_layer_per_storage_call() -> None:
+    """Ours is the only loop: two attempts send two requests, not two times s3fs's five."""
+    with refusing_s3() as s3:
+        storage = Storage(
+            "s3://bucket/p",
+            s3.storage_options,
+            retry=Backoff(attempts=2, base_delay_s=0.01, max_delay_s=0.01),
+        )
+        with pytest.raises(StorageError) as info:
+            storage.write_bytes("jobs/k.json", b"{}")
+    assert info.value.code == "storage_unavailable" and "after 2 attempts" in info.value.message
+    assert s3.requests == ["PUT /bucket/p/jobs/k.json"] * 2
