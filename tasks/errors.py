@@ -38,7 +38,7 @@ class ErrorCode(StrEnum):
     manifest_error = "manifest_error", "the manifest cannot be used"
     manifest_not_found = "manifest_not_found", "no manifest at that path or URL"
     manifest_unreadable = "manifest_unreadable", "the manifest's storage refused the read"
-    manifest_format = "manifest_format", "not a CSV, JSONL or Parquet file"
+    manifest_format = "manifest_format", "not a CSV, TSV, JSONL or Parquet manifest (or .gz/.zst)"
     manifest_encoding = "manifest_encoding", "the manifest is not UTF-8 (or UTF-16 with a BOM)"
     manifest_empty = "manifest_empty", "the manifest file is empty"
     manifest_no_rows = "manifest_no_rows", "the manifest has a header but no rows"
