@@ -12,6 +12,7 @@ from typing import Any
 from prefect import get_run_logger
 
 from flows.artifacts import publish_artifacts
+from flows.outcome import emit_row_failures, is_shard
 from flows.params import RunParams
 from flows.runtime import with_run
 from tasks.ledger.results import ResultRow
@@ -52,5 +53,7 @@ async def close_run(
     )
     summary["timings"]["total_s"] = round(time.perf_counter() - started, 3)
     await publish_artifacts(storage, run_name, rows, params.budget_usd)
+    if not is_shard(run_name):  # a sharded run's rows are told once, by the parent
+        emit_row_failures(run_name, rows)
     get_run_logger().info("run %s: %s", run_name, summary["counts"])
     return summary
