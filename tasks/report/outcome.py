@@ -46,7 +46,9 @@ def failed_count(counts: dict[str, int]) -> int:
 def describe(counts: dict[str, int], rows: int, cost_usd: float) -> str:
     """'2 of 10 rows failed (1 failed, 1 invalid); cost $0.0440'."""
     failed = failed_count(counts)
-    parts = ", ".join(f"{counts[s.value]} {s.value}" for s in FAILURE_STATUSES if counts.get(s.value))
+    parts = ", ".join(
+        f"{counts[s.value]} {s.value}" for s in FAILURE_STATUSES if counts.get(s.value)
+    )
     head = f"{failed} of {rows} rows failed" + (f" ({parts})" if parts else "")
     return f"{head}; cost ${cost_usd:.4f}"
 
