@@ -89,7 +89,9 @@ h1{font-size:1.3rem}.counts span{margin-right:1rem}
 .card{background:#fff;border-radius:6px;padding:.8rem;margin:.8rem 0;box-shadow:0 1px 3px #0002}
 .card img{display:block;margin-top:.5rem;max-width:100%}
 .status{font-weight:600;padding:.1rem .5rem;border-radius:4px;color:#fff}
-.bad{background:#c0392b}.flag{background:#d68910}.ok{background:#1e8449}
+.status.bad{background:#c0392b}.status.flag{background:#d68910}.status.ok{background:#1e8449}
+.card.bad{border-left:6px solid #c0392b}.card.flag{border-left:6px solid #d68910}
+.card.ok{border-left:6px solid #1e8449}
 .reason{color:#922;margin:.3rem 0}.meta{color:#555;font-size:.85rem}
 .legend{color:#555;font-size:.9rem}
 """

@@ -27,6 +27,7 @@ MAX_DECODE = 240  # frames decoded at most per video (about 8-10 s of a 24-30 fp
 CHECKER = 8  # checkerboard square, pixels
 OVER = (42, 157, 143)  # the colour results are shown over
 GAP = 2
+TOLERANCE = 24  # per channel: a pixel this close to an opaque output's background is background
 
 
 @contextmanager
@@ -72,6 +73,16 @@ def _small(frame: Any) -> Frame:
     return np.asarray(pixels, dtype=np.uint8)
 
 
+def background_distance_matte(rgba: Frame) -> Frame:
+    """An opaque output's matte: 255 where a pixel differs from its background colour, taken
+    as the median of the tile's border (outputs over a solid colour have it at their edges)."""
+    rgb = rgba[..., :3].astype(np.int16)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    background = np.median(border, axis=0)
+    dist = np.abs(rgb - background).max(axis=-1)
+    return np.where(dist > TOLERANCE, 255, 0).astype(np.uint8)
+
+
 def checkerboard(height: int, width: int) -> Frame:
     y, x = np.indices((height, width))
     light = ((y // CHECKER + x // CHECKER) % 2).astype(bool)
@@ -108,14 +119,21 @@ def sheet_tiles(
             line.append(_fit(inputs[min(i, len(inputs) - 1)], width)[..., :3])
         if outputs:
             out = _fit(outputs[min(i, len(outputs) - 1)], width)
+            opaque = bool((out[..., 3] == 255).all())
             if matte:
-                out = out.copy()
-                out[..., 3] = _fit(matte[min(i, len(matte) - 1)], width)[..., 0]
-            alpha = np.repeat(out[..., 3:4], 3, axis=2)
-            cutout = np.concatenate([alpha, out[..., 3:4]], axis=2)
+                alpha = _fit(matte[min(i, len(matte) - 1)], width)[..., 0]
+            elif opaque:  # composited over a solid colour: the matte is what differs from it
+                alpha = background_distance_matte(out)
+            else:
+                alpha = out[..., 3]
+            white = np.repeat(alpha[..., None], 3, axis=2)
+            cutout = np.concatenate([white, alpha[..., None]], axis=2)
             line.append(over(cutout, checkerboard(TILE_HEIGHT, width)))
             colour = np.broadcast_to(np.array(OVER, np.uint8), (TILE_HEIGHT, width, 3))
-            line.append(over(out, colour))
+            shown = out if opaque else out.copy()
+            if not opaque and matte:
+                shown[..., 3] = alpha
+            line.append(over(shown, colour))
         lines.append(line)
     return lines
 
