@@ -51,5 +51,5 @@ def manifest_for(url: str, endpoint: str, s3_endpoint_url: str | None) -> Manife
 
 def check_run(manifest: str, endpoint: str, output: str, s3_endpoint_url: str | None) -> None:
     """Raise the ``MatteflowError`` that would stop this run, before anything starts."""
-    output_storage(output, s3_endpoint_url)
     manifest_for(manifest, endpoint, s3_endpoint_url)
+    output_storage(output, s3_endpoint_url)  # a local output folder is created here

@@ -132,7 +132,7 @@ def test_invalid_option_is_one_line_before_prefect(
     assert result.exit_code == 2, result.output
     assert result.output.strip().startswith("error (invalid_params): max_in_flight: ")
     assert len(result.output.strip().splitlines()) == 1
-    missing = runner.invoke(app, ["run", str(tmp_path / "nope.csv.gz")])
+    missing = runner.invoke(app, ["run", str(tmp_path / "nope.csv.gz"), "--output", str(tmp_path)])
     assert missing.exit_code == 2 and "manifest_not_found" in missing.output
 
 
