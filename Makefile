@@ -18,7 +18,7 @@ demo: install
 	$(PY) -m flows.demo
 
 # PYTHONPATH: the checkout's own flows/ and tasks/ win over any other editable install.
-test: install
+test: install chromium
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest -m "not live" -q
 
 # Bad input, faults, kill -9 and secret scans (tests/hardening, ~2-3 min on 2 cores).
@@ -75,7 +75,7 @@ deploy: install
 	PREFECT_API_URL=$(PREFECT_API_URL) $(PY) -m flows.deploy --config $(DEPLOY_CONFIG) \
 		$(if $(filter command line environment,$(origin POOL)),--work-pool $(POOL)) $(if $(SCHEDULE),--schedule $(SCHEDULE)) $(if $(SAVE_SECRETS),--save-secrets)
 
-# Headless Chromium from Debian packages, for `make screenshots`.
+# Headless Chromium from Debian packages, for `make screenshots` and the gallery test (~20 s).
 chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
 

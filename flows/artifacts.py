@@ -6,6 +6,7 @@ What goes into them is computed in ``tasks.report.tables``; this module only tal
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from prefect.artifacts import (
     acreate_link_artifact,
@@ -15,6 +16,7 @@ from prefect.artifacts import (
 
 from tasks.ledger.results import ResultRow
 from tasks.report.tables import (
+    OK_STATUSES,
     REPORT_FILES,
     artifact_rows,
     budget_status,
@@ -32,9 +34,14 @@ log = logging.getLogger(__name__)
 
 
 async def publish_artifacts(
-    storage: Storage, run_name: str, rows: list[ResultRow], budget: float | None
+    storage: Storage,
+    run_name: str,
+    rows: list[ResultRow],
+    budget: float | None,
+    gallery_url: str | None = None,
 ) -> None:
-    """Results table (problems first, capped), cost report, and a link to each report file."""
+    """Results table (problems first, capped), cost report, a link to each report file, and
+    the gallery's link with the counts it shows first."""
     results = results_frame(rows)
     table = artifact_rows(results, ARTIFACT_ROWS)
     base = f"runs/{run_name}"
@@ -62,3 +69,21 @@ async def publish_artifacts(
             link_text=name,
             description=f"{name} of run {run_name}",
         )
+    if gallery_url:
+        await acreate_markdown_artifact(
+            key="gallery",
+            markdown=gallery_markdown(run_name, gallery_url, results),
+            description=f"Contact sheets of run {run_name}",
+        )
+
+
+def gallery_markdown(run_name: str, url: str, results: Any) -> str:
+    """A link to the gallery page, saying how many problem rows it opens with."""
+    problems = int((~results["status"].isin(OK_STATUSES)).sum())
+    return (
+        f"# Gallery: {run_name}\n\n[Open gallery.html]({url}): a contact sheet per video "
+        "(input | matte on a checkerboard | result over a colour), "
+        f"{problems} failed row(s) first, then flagged ones.\n\n"
+        "Open it from the run folder (local disk, or a copy of the bucket's folder): "
+        "its images are relative links.\n"
+    )

@@ -1,6 +1,7 @@
 """``matteflow`` command line: the same flow the deployments run, started from a terminal.
 
-With no ``PREFECT_API_URL`` Prefect starts its temporary local server for the run.
+With no ``PREFECT_API_URL`` Prefect starts its temporary local server for the run; the manifest
+and the options are checked before that, so a user error is one line, at once.
 Exit codes: 0 every row succeeded or was reused; 1 some rows did not; 2 the run could not start.
 """
 
@@ -27,8 +28,9 @@ from rich.table import Table
 
 from flows.cli_flags import with_option_flags
 from flows.params import RunParams
+from flows.preflight import check_run, user_error_line
 from tasks.endpoints import EndpointName
-from tasks.errors import MatteflowError
+from tasks.errors import ErrorCode, MatteflowError, RunFailed
 from tasks.ledger.results import ResultRow
 from tasks.run.progress import RunProgress, listening
 
@@ -38,8 +40,15 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # one line, however long
 
-ManifestArg = Annotated[str, typer.Argument(help="Manifest URL: CSV, JSONL or Parquet.")]
+ManifestArg = Annotated[
+    str,
+    typer.Argument(
+        help="Manifest URL: CSV, TSV or JSONL (plain, .gz or .zst), Parquet, "
+        "or a folder or glob of Parquet parts."
+    ),
+]
 EndpointOpt = Annotated[EndpointName, typer.Option(help="Removal endpoint.")]
 OutputOpt = Annotated[str, typer.Option(help="Output root: path, file://, s3://")]
 RunNameOpt = Annotated[str | None, typer.Option(help="Report folder name.")]
@@ -88,7 +97,19 @@ def build_params(config: Path | None, **flags: Any) -> RunParams:
     try:
         return RunParams.model_validate(values)
     except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "parameters"
+        raise MatteflowError(
+            f"{where}: {first['msg']}"
+            + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""),
+            code=ErrorCode.invalid_params,
+        ) from exc
+
+
+def fail_fast(exc: MatteflowError) -> typer.Exit:
+    """A user error: one line with its code and what to do, exit code 2, no traceback."""
+    errors.print(user_error_line(exc), markup=False, highlight=False)
+    return typer.Exit(2)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -154,7 +175,10 @@ def run_flow(params: RunParams) -> tuple[dict[str, Any], bool]:
         state = await remove_backgrounds(params, return_state=True)
         if state.is_cancelled():
             return None, state.message or "cancelled"
-        return await state.aresult(), None  # raises the flow's own error if it failed
+        try:
+            return await state.aresult(), None  # raises the flow's own error if it failed
+        except RunFailed as exc:  # rows failed past fail_when: the report is there all the same
+            return exc.summary, None
 
     with listening(TerminalProgress(console)):
         result, cancel_message = asyncio.run(main())
@@ -194,24 +218,28 @@ def run(
 ) -> None:
     """Remove the background of every video in MANIFEST."""
     quiet_prefect()
-    params = build_params(
-        config,
-        manifest=manifest,
-        endpoint=endpoint,
-        output=output,
-        run_name=run_name,
-        **options,
-        max_in_flight=max_in_flight,
-        budget_usd=budget,
-        resubmit_unknown=resubmit_unknown or None,
-        retry_failed=retry_failed or None,
-        fal_uploads=fal_uploads,
-        presign_expiry_s=presign_expiry,
-        submit_rate=submit_rate,
-        shared_limit=shared_limit,
-        task_run_per_job=task_runs,
-        s3_endpoint_url=s3_endpoint_url,
-    )
+    try:
+        params = build_params(
+            config,
+            manifest=manifest,
+            endpoint=endpoint,
+            output=output,
+            run_name=run_name,
+            **options,
+            max_in_flight=max_in_flight,
+            budget_usd=budget,
+            resubmit_unknown=resubmit_unknown or None,
+            retry_failed=retry_failed or None,
+            fal_uploads=fal_uploads,
+            presign_expiry_s=presign_expiry,
+            submit_rate=submit_rate,
+            shared_limit=shared_limit,
+            task_run_per_job=task_runs,
+            s3_endpoint_url=s3_endpoint_url,
+        )
+        check_run(params.manifest, params.endpoint.value, params.output, params.s3_endpoint_url)
+    except MatteflowError as exc:
+        raise fail_fast(exc) from None
     if params.run_name is None:
         params = params.model_copy(update={"run_name": params.resolved_run_name()})
     raise typer.Exit(run_and_report(params))
@@ -222,7 +250,7 @@ def run_and_report(params: RunParams) -> int:
     try:
         summary, cancelled = run_flow(params)
     except MatteflowError as exc:
-        console.print(f"[red]error[/red] ({exc.code}): {exc}")
+        errors.print(user_error_line(exc), markup=False, highlight=False)
         return 2
     print_summary(summary)
     if cancelled:
@@ -250,18 +278,20 @@ def estimate(
     from tasks.run.estimate import estimate_jobs
     from tasks.storage.store import s3_options
 
-    params = build_params(
-        config, manifest=manifest, endpoint=endpoint, s3_endpoint_url=s3_endpoint_url, **options
-    )
-    info = endpoint_info(params.endpoint)
-    s3 = s3_options(params.s3_endpoint_url)
     try:
+        params = build_params(
+            config, manifest=manifest, endpoint=endpoint, s3_endpoint_url=s3_endpoint_url, **options
+        )
+        info = endpoint_info(params.endpoint)
+        s3 = s3_options(params.s3_endpoint_url)
         read = read_manifest(
             params.manifest, info.option_fields, s3 if manifest.startswith("s3://") else None
         )
         price = price_for(info.name.value)
-    except (MatteflowError, KeyError) as exc:
-        console.print(f"[red]error[/red]: {exc}")
+    except MatteflowError as exc:
+        raise fail_fast(exc) from None
+    except KeyError as exc:
+        errors.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     plan = plan_jobs(read, info, params.run_options())
     print_estimate(info.name.value, price, estimate_jobs(plan.jobs, price, s3), plan)

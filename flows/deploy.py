@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.concurrency import ensure_shared_limit
+from flows.notify import NotifyConfig, ensure_failure_automation
 from flows.params import RunParams
 from flows.secrets import BLOCKS_ENV, format_block_map, parse_block_map, save_secret_blocks
 
@@ -61,6 +62,9 @@ class DeployConfig(BaseModel):
     secret_blocks: dict[str, str] = Field(default_factory=dict)
     concurrency_limits: dict[str, int] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+    notify: NotifyConfig | None = Field(
+        None, description="A notification when a run ends with failed rows (flows/notify.py)."
+    )
 
     @field_validator("parameters")
     @classmethod
@@ -160,10 +164,22 @@ async def deploy_flow(config: DeployConfig, repo: Path) -> UUID:
 
 
 async def deploy_all(config: DeployConfig, repo: Path) -> UUID:
-    """Everything ``make deploy`` does, in order: pool, limits, deployment."""
+    """Everything ``make deploy`` does, in order: pool, limits, deployment, notification."""
     await ensure_work_pool(config.work_pool)
     await ensure_concurrency_limits(config.concurrency_limits)
-    return await deploy_flow(config, repo)
+    deployment_id = await deploy_flow(config, repo)
+    if config.notify is not None:
+        automation = await ensure_failure_automation(config.notify)
+        if automation is None:
+            print(
+                f"notification: no block {config.notify.block!r} and ${config.notify.url_env} "
+                "unset: no automation created"
+            )
+        else:
+            print(
+                f"notification: automation {config.notify.automation!r} -> block {config.notify.block!r}"
+            )
+    return deployment_id
 
 
 def main(argv: list[str] | None = None) -> None:

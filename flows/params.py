@@ -53,6 +53,22 @@ else:
     )
 
 
+class FailWhen(BaseModel):
+    """When a run with failed rows ends Failed rather than "Completed with failures".
+
+    A run where no row succeeded always ends Failed; a run where none failed, Completed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    failed_rows_over: int | None = Field(
+        None, ge=0, description="Failed when more than this many rows failed (0: any row)."
+    )
+    failed_percent_over: float | None = Field(
+        None, ge=0, lt=100, description="Failed when more than this percent of the rows failed."
+    )
+
+
 class RunParams(_EndpointOptions):
     """One catalog run. Secrets never go here: FAL_KEY and S3 keys come from the environment."""
 
@@ -104,6 +120,14 @@ class RunParams(_EndpointOptions):
     verify: VerifySettings = Field(
         default_factory=VerifySettings,
         description="Output checks: matte thresholds, and whether to retry a failed output once.",
+    )
+    fail_when: FailWhen = Field(
+        default_factory=FailWhen,
+        description="When failed rows (failed, failed_verification, invalid, skipped_budget) "
+        "end the run Failed; short of that it ends 'Completed with failures'.",
+    )
+    gallery: bool = Field(
+        True, description="Write a contact sheet per output and gallery.html in the run folder."
     )
     shard_size: int | None = Field(
         None,

@@ -16,12 +16,14 @@ from prefect.states import Cancelled
 
 from flows.closing import close_run
 from flows.concurrency import ensure_shared_limit, make_pacer
+from flows.outcome import finish_run, user_error_state
 from flows.params import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_SUBMIT_RATE,
     TASK_RUN_PER_JOB_UP_TO,
     RunParams,
 )
+from flows.preflight import manifest_for, output_storage, user_error_line
 from flows.runtime import cancel_requests, progress_artifact
 from flows.secrets import load_secret_env
 from flows.shards import run_sharded, wants_shards
@@ -34,7 +36,7 @@ from tasks.fal.job import FalRunner, run_fal_job
 from tasks.ledger.jobs import Job, JobState, Ledger, Status
 from tasks.ledger.results import ResultRow, ended_row
 from tasks.manifest.plan import Plan, plan_jobs
-from tasks.manifest.read import Manifest, read_manifest
+from tasks.manifest.read import Manifest
 from tasks.media.preflight import InputSettings, LocalInputPolicy
 from tasks.media.verify import VerifySettings
 from tasks.run.budget import BudgetGuard
@@ -44,10 +46,7 @@ from tasks.run.pacing import Pacer, PacingConfig
 from tasks.run.progress import RunProgress
 from tasks.storage.store import Storage, s3_options
 
-
-def storage_for(url: str, s3_endpoint_url: str | None) -> Storage:
-    options = s3_options(s3_endpoint_url) if url.startswith("s3://") else None
-    return Storage(url, options, input_options=s3_options(s3_endpoint_url))
+storage_for = output_storage  # the name callers (the CLI, tests) know
 
 
 def crashed_row(job: Job, exc: BaseException) -> ResultRow:
@@ -57,12 +56,6 @@ def crashed_row(job: Job, exc: BaseException) -> ResultRow:
         return ended_row(job, Status.failed, exc.code, exc.message, attempts=None)
     error = f"{type(exc).__name__}: {exc}"
     return ended_row(job, Status.failed, ErrorCode.internal_error, error, attempts=None)
-
-
-@task(name="read-manifest", cache_policy=NONE, persist_result=False)
-def read_manifest_task(url: str, option_fields: set[str], s3_endpoint_url: str | None) -> Manifest:
-    options = s3_options(s3_endpoint_url) if url.startswith("s3://") else None
-    return read_manifest(url, option_fields, options)
 
 
 def build_fal_runner(
@@ -204,7 +197,9 @@ def plan_run(
 ) -> tuple[Manifest, Plan]:
     """Read the manifest and turn its rows into jobs, invalid rows and repeats."""
     logger = get_run_logger()
-    manifest = read_manifest_task(params.manifest, info.option_fields, params.s3_endpoint_url)
+    # Read in the flow itself, not a task: an unusable manifest is a user error, shown as one
+    # line (flows/outcome.py), never as a task run's traceback.
+    manifest = manifest_for(params.manifest, info.name.value, params.s3_endpoint_url)
     if manifest.ignored_columns:
         logger.warning("manifest columns ignored: %s", ", ".join(manifest.ignored_columns))
     plan = plan_jobs(manifest, info, params.run_options(), local_inputs=local_inputs)
@@ -280,8 +275,13 @@ def pool_summary(
 
 
 @flow(name="matteflow", log_prints=True)
-async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
-    """Remove the background of every video in the manifest; return the run summary."""
+async def remove_backgrounds(params: RunParams) -> Any:
+    """Remove the background of every video in the manifest; return the run summary.
+
+    The run ends Completed when every row succeeded or was reused, "Completed with failures"
+    or Failed when rows failed (``params.fail_when``), Failed with one line when it cannot
+    start (flows/outcome.py), Cancelled when cancelled.
+    """
     logger = get_run_logger()
     t0 = time.perf_counter()
     filled, missing = await load_secret_env()
@@ -289,11 +289,41 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         logger.info("secrets from Secret blocks: %s; blocks not found: %s", filled, missing)
     run_name = params.resolved_run_name()
     info = endpoint_info(params.endpoint)
-    storage = storage_for(params.output, params.s3_endpoint_url)
     limits = InputSettings()
-    manifest, plan = plan_run(params, info, manifest_policy(params, storage, limits))
+    try:
+        storage = storage_for(params.output, params.s3_endpoint_url)
+        manifest, plan = plan_run(params, info, manifest_policy(params, storage, limits))
+    except MatteflowError as exc:
+        logger.error(user_error_line(exc))
+        return user_error_state(run_name, exc)
     if wants_shards(params, plan):
-        return await run_sharded(params, run_name, manifest, plan, storage, remove_backgrounds, t0)
+        sharded = await run_sharded(
+            params, run_name, manifest, plan, storage, remove_backgrounds, t0
+        )
+        return finish_run(run_name, params, sharded)
+    summary, cancelled = await run_single(
+        params, run_name, info, storage, limits, manifest, plan, t0
+    )
+    if cancelled:
+        logger.warning("run %s cancelled; partial report at %s", run_name, summary["report_url"])
+        # A returned state becomes the run's final state: the UI shows Cancelled, not Completed;
+        # the summary is in storage (callers use return_state=True, see flows/cli.py).
+        return Cancelled(message=f"cancelled: {summary['counts']}")
+    return finish_run(run_name, params, summary)
+
+
+async def run_single(
+    params: RunParams,
+    run_name: str,
+    info: EndpointInfo,
+    storage: Storage,
+    limits: InputSettings,
+    manifest: Manifest,
+    plan: Plan,
+    t0: float,
+) -> tuple[dict[str, Any], bool]:
+    """The jobs of an unsharded run through the worker pool, then its report; (summary,
+    cancelled)."""
     pacing = await shared_pacing(params)
     task_runs = params.task_run_per_job
     if task_runs is None:
@@ -315,9 +345,4 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         jobs_s=jobs_s,
         extra=pool_summary(pool, budget, pacing, pacer, task_runs),
     )
-    if pool.cancelled:
-        logger.warning("run %s cancelled; partial report at %s", run_name, summary["report_url"])
-        # A returned state becomes the run's final state: the UI shows Cancelled, not Completed;
-        # the summary is in storage (callers use return_state=True, see flows/cli.py).
-        return Cancelled(message=f"cancelled: {summary['counts']}")  # type: ignore[return-value]
-    return summary
+    return summary, pool.cancelled

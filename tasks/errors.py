@@ -11,7 +11,8 @@ Every error carries a stable ``code`` that ends up in the results table::
     │   └── AuthError                bad or missing credentials: stop the run
     ├── VerificationError        an output failed its checks
     ├── StorageError             object storage refused a read or a write
-    └── BudgetExceeded           the next job would overrun the budget
+    ├── BudgetExceeded           the next job would overrun the budget
+    └── RunFailed                the run's failed rows passed its tolerance (``fail_when``)
 
 Messages never contain secrets: callers pass URLs through ``redact_url`` first.
 """
@@ -19,6 +20,7 @@ Messages never contain secrets: callers pass URLs through ``redact_url`` first.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -38,7 +40,7 @@ class ErrorCode(StrEnum):
     manifest_error = "manifest_error", "the manifest cannot be used"
     manifest_not_found = "manifest_not_found", "no manifest at that path or URL"
     manifest_unreadable = "manifest_unreadable", "the manifest's storage refused the read"
-    manifest_format = "manifest_format", "not a CSV, JSONL or Parquet file"
+    manifest_format = "manifest_format", "not a CSV, TSV, JSONL or Parquet manifest (or .gz/.zst)"
     manifest_encoding = "manifest_encoding", "the manifest is not UTF-8 (or UTF-16 with a BOM)"
     manifest_empty = "manifest_empty", "the manifest file is empty"
     manifest_no_rows = "manifest_no_rows", "the manifest has a header but no rows"
@@ -123,6 +125,8 @@ class ErrorCode(StrEnum):
     budget_exceeded = "budget_exceeded", "the job would overrun the run's budget"
     shard_failed = "shard_failed", "the shard's child flow run ended without results"
     cancelled = "cancelled", "the run was cancelled before the job finished"
+    invalid_params = "invalid_params", "a run parameter is not valid: the run does not start"
+    run_failed = "run_failed", "more rows failed than the run's fail_when allows: it ends Failed"
     error = "error", "an error without a more specific code"
 
 
@@ -193,3 +197,21 @@ class StorageError(MatteflowError):
 
 class BudgetExceeded(MatteflowError):
     code = ErrorCode.budget_exceeded
+
+
+class RunFailed(MatteflowError):
+    """A run that finished with more failed rows than it tolerates; ``summary`` is its report."""
+
+    code = ErrorCode.run_failed
+
+    def __init__(self, message: str, *, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable with its summary (Prefect may persist a flow's final state data)."""
+        return (_run_failed, (self.message, self.summary))
+
+
+def _run_failed(message: str, summary: dict[str, Any]) -> RunFailed:
+    return RunFailed(message, summary=summary)

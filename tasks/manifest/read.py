@@ -1,7 +1,10 @@
-"""Read and validate manifests: CSV, JSONL or Parquet from any fsspec URL.
+"""Read and validate manifests as they arrive, from any fsspec URL.
 
-A manifest that cannot be read at all raises ``ManifestError`` naming the file; a bad row becomes
-an invalid ``ManifestRow`` with a reason, and the other rows proceed.
+CSV, TSV or JSONL, plain or compressed (``.gz``, ``.zst``: decompressed with pyarrow's codecs,
+so no extra dependency), a Parquet file, or a folder or glob of Parquet part files (how
+warehouse exports arrive). A manifest that cannot be read at all raises ``ManifestError``
+naming the file; a bad row becomes an invalid ``ManifestRow`` with a reason, and the other rows
+proceed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from urllib.parse import urlsplit
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 
 from tasks.errors import ErrorCode, ManifestError
 from tasks.storage.store import redact_url, s3_options
@@ -26,7 +30,17 @@ from tasks.storage.store import redact_url, s3_options
 SCHEMES = ("http", "https", "s3", "file")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 WEB_HOST = re.compile(r"^(www\.|[a-z0-9-]+\.(com|net|org|io|co|tv)/)", re.IGNORECASE)
-FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
+COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+PARTS = "parquet_parts"  # a folder or glob of Parquet part files
+GLOB = re.compile(r"[*?\[]")
 
 
 @dataclass
@@ -39,6 +53,7 @@ class ManifestRow:
     overrides: dict[str, Any] = field(default_factory=dict)
     error_code: ErrorCode | None = None
     error: str | None = None
+    id_given: bool = True  # False: ``id`` is the row number, the manifest had none
 
 
 @dataclass
@@ -48,15 +63,45 @@ class Manifest:
     ignored_columns: list[str] = field(default_factory=list)
 
 
-def manifest_format(url: str) -> str:
-    suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
-    if suffix not in FORMATS:
+@dataclass(frozen=True)
+class ManifestForm:
+    """How a manifest URL is read: ``kind`` (csv, tsv, jsonl, parquet or parquet_parts) and the
+    compression of its bytes (gzip, zstd or None)."""
+
+    kind: str
+    compression: str | None = None
+
+
+def _is_glob(url: str) -> bool:
+    """A glob pattern, except in http(s) URLs, where ``?`` starts a query."""
+    parts = urlsplit(url)
+    return parts.scheme not in ("http", "https") and bool(GLOB.search(parts.path))
+
+
+def manifest_form(url: str) -> ManifestForm | None:
+    """The form ``url``'s name says; None for a name without an extension (maybe a folder).
+
+    Raises ``ManifestError`` for an extension matteflow does not read.
+    """
+    path = urlsplit(url).path
+    if _is_glob(url) or path.endswith("/"):
+        return ManifestForm(PARTS)
+    suffixes = [x.lower() for x in PurePosixPath(path).suffixes]
+    compression = COMPRESSIONS.get(suffixes[-1]) if suffixes else None
+    if compression:
+        suffixes.pop()
+    suffix = suffixes[-1] if suffixes else ""
+    if not suffix:
+        return None
+    kind = FORMATS.get(suffix)
+    if kind is None or (kind == "parquet" and compression):
+        shown = "".join(PurePosixPath(path).suffixes[-2:]) or suffix
         raise ManifestError(
-            f"manifest {redact_url(url)}: unknown extension {suffix or '(none)'!r}; "
-            "use .csv, .jsonl or .parquet",
+            f"manifest {redact_url(url)}: unknown extension {shown!r}; use .csv, .tsv, .jsonl "
+            "(each may end in .gz or .zst), .parquet, or a folder or glob of .parquet files",
             code=ErrorCode.manifest_format,
         )
-    return FORMATS[suffix]
+    return ManifestForm(kind, compression)
 
 
 # A record, or the reason its line could not be read (the row is then invalid, not the file).
@@ -64,10 +109,25 @@ Record = tuple[dict[str, Any], str | None]
 DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
+def _options(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    if storage_options is not None:
+        return storage_options
+    return s3_options() if url.startswith("s3://") else {}
+
+
+def _decompress(url: str, raw: bytes, compression: str) -> bytes:
+    try:
+        stream = pa.CompressedInputStream(pa.py_buffer(raw), compression)
+        return bytes(stream.read())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(
+            f"manifest {redact_url(url)} cannot be decompressed as {compression}: {exc}",
+            code=ErrorCode.manifest_parse,
+        ) from exc
+
+
 def _read_raw(url: str, storage_options: dict[str, Any] | None) -> bytes:
-    options = storage_options
-    if options is None:
-        options = s3_options() if url.startswith("s3://") else {}
+    options = _options(url, storage_options)
     try:
         with fsspec.open(url, "rb", **options) as fh:
             raw: bytes = fh.read()
@@ -122,9 +182,9 @@ def _check_header(url: str, columns: list[str], first_line: str) -> None:
     )
 
 
-def _csv_records(url: str, text: str) -> tuple[list[str], Iterator[Record]]:
+def _csv_records(url: str, text: str, delimiter: str = ",") -> tuple[list[str], Iterator[Record]]:
     """Rows streamed from the text: a line with too many fields is a bad row, not a bad file."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
         header = next(reader)
     except (StopIteration, csv.Error) as exc:
@@ -132,7 +192,7 @@ def _csv_records(url: str, text: str) -> tuple[list[str], Iterator[Record]]:
             f"manifest {redact_url(url)} has no header line", code=ErrorCode.manifest_parse
         ) from exc
     columns = [c.strip() for c in header]
-    _check_header(url, columns, text.split("\n", 1)[0])
+    _check_header(url, columns, text.split("\n", 1)[0] if delimiter == "," else "")
 
     def records() -> Iterator[Record]:
         while True:
@@ -186,30 +246,91 @@ def _jsonl_records(url: str, text: str) -> tuple[list[str], Iterator[Record]]:
     return list(columns), iter(records)
 
 
-def _parquet_records(url: str, raw: bytes) -> tuple[list[str], Iterator[Record]]:
+def _parquet_frame(url: str, raw: bytes) -> pd.DataFrame:
     try:
-        frame = pd.read_parquet(io.BytesIO(raw))
+        return pd.read_parquet(io.BytesIO(raw))
     except (ValueError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ManifestError(
             f"manifest {redact_url(url)} is not valid parquet: {first}",
             code=ErrorCode.manifest_parse,
         ) from exc
+
+
+def _frame_records(url: str, frame: pd.DataFrame) -> tuple[list[str], Iterator[Record]]:
     columns = [str(c).strip() for c in frame.columns]
     frame.columns = pd.Index(columns)
     _check_header(url, columns, "")
     return columns, ((r, None) for r in frame.to_dict(orient="records"))
 
 
+def _part_files(url: str, fs: Any, path: str) -> list[str]:
+    """The Parquet part files of a folder or glob, in name order; ``_SUCCESS`` and other
+    ``_``/``.`` files that exports leave beside them are not parts."""
+    found = fs.glob(path) if _is_glob(url) else fs.find(path)
+    parts = [
+        str(p)
+        for p in found
+        if str(p).endswith(".parquet") and not PurePosixPath(str(p)).name.startswith(("_", "."))
+    ]
+    return sorted(parts)
+
+
+def _parquet_parts(url: str, options: dict[str, Any]) -> pd.DataFrame:
+    """A folder or glob of Parquet part files, as one frame (rows in part-name order)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        files = _part_files(url, fs, path.rstrip("/"))
+    except (OSError, ValueError) as exc:
+        raise ManifestError(
+            f"manifest {redact_url(url)} cannot be listed: {type(exc).__name__}: {exc}",
+            code=ErrorCode.manifest_unreadable,
+        ) from exc
+    if not files:
+        raise ManifestError(
+            f"manifest {redact_url(url)}: no .parquet files there",
+            code=ErrorCode.manifest_not_found,
+        )
+    frames = [_parquet_frame(f"{url} ({PurePosixPath(f).name})", fs.cat_file(f)) for f in files]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _folder_form(url: str, options: dict[str, Any]) -> ManifestForm:
+    """A URL without an extension: a folder of Parquet parts, or an unknown form."""
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        is_dir = bool(fs.isdir(path))
+    except (OSError, ValueError):
+        is_dir = False
+    if is_dir:
+        return ManifestForm(PARTS)
+    if urlsplit(url).scheme in ("", "file"):
+        _read_raw(url, options)  # a missing file says "not found" before "no extension"
+    raise ManifestError(
+        f"manifest {redact_url(url)}: no extension; use .csv, .tsv, .jsonl (each may end in .gz "
+        "or .zst), .parquet, or a folder or glob of .parquet files",
+        code=ErrorCode.manifest_format,
+    )
+
+
 def _load(url: str, storage_options: dict[str, Any] | None) -> tuple[list[str], Iterator[Record]]:
-    kind = manifest_format(url)
-    raw = _read_raw(url, storage_options)
-    if kind == "parquet":
-        return _parquet_records(url, raw)
+    options = _options(url, storage_options)
+    form = manifest_form(url) or _folder_form(url, options)
+    if form.kind == PARTS:
+        return _frame_records(url, _parquet_parts(url, options))
+    raw = _read_raw(url, options)
+    if form.compression:
+        raw = _decompress(url, raw, form.compression)
+        if not raw.strip():
+            raise ManifestError(
+                f"manifest {redact_url(url)} is empty", code=ErrorCode.manifest_empty
+            )
+    if form.kind == "parquet":
+        return _frame_records(url, _parquet_frame(url, raw))
     text = _text(url, raw)
     del raw
-    if kind == "csv":
-        return _csv_records(url, text)
+    if form.kind in ("csv", "tsv"):
+        return _csv_records(url, text, "\t" if form.kind == "tsv" else ",")
     return _jsonl_records(url, text)
 
 
@@ -291,6 +412,7 @@ def read_manifest(
                 overrides=overrides,
                 error_code=code,
                 error=error,
+                id_given=not _is_blank(raw_id),
             )
         )
     if not rows:
