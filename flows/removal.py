@@ -77,6 +77,12 @@ def build_fal_runner(
         overrides["uploads"] = params.fal_uploads
     if params.presign_expiry_s is not None:
         overrides["presign_expiry_s"] = params.presign_expiry_s
+    queue = {
+        "start_timeout_s": params.fal_start_timeout_s,
+        "priority": params.fal_priority,
+        "no_retry": params.fal_no_retry,
+    }
+    overrides.update({k: v for k, v in queue.items() if v is not None})
     settings = FalSettings().model_copy(update=overrides)
     s3 = s3_options(params.s3_endpoint_url) if params.s3_endpoint_url else None
     return FalRunner(

@@ -35,13 +35,14 @@ from tasks.errors import (
     SubmitOutcomeUnknown,
 )
 from tasks.fal.client import CallTrace, FalClient, QueueStatus
+from tasks.fal.expect import fal_expectation
 from tasks.fal.files import FalOutputs, parse_outputs
+from tasks.fal.uploads import upload_file
 from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
 from tasks.ledger.reuse import reusable
 from tasks.media.facts import VideoFacts, read_video_facts
-from tasks.media.formats import spec_for
 from tasks.media.inputs import local_path, readable_location
 from tasks.media.preflight import InputSettings, check_limits, check_remote, sniff_file
 from tasks.media.verify import (
@@ -161,7 +162,7 @@ async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallT
     if path is None:
         return location
     check_reachable(job, runner)
-    return await runner.client.upload(path, trace=trace)
+    return await upload_file(runner.client, path, trace=trace)
 
 
 def precheck(location: str, limits: InputSettings, ask_server: bool) -> int | None:
@@ -269,13 +270,6 @@ def outputs_of(result: dict[str, Any]) -> FalOutputs:
         ) from exc
 
 
-def input_frames(entry: LedgerEntry) -> int | None:
-    """The input's frame count when it was stated, not estimated (older entries say ``exact``)."""
-    probed = entry.metrics.get("input") or {}
-    exact = probed.get("frames_exact", probed.get("exact"))
-    return probed.get("frames") if exact else None
-
-
 def failed_verification(entry: LedgerEntry, code: ErrorCode | None, error: str | None) -> Status:
     entry.state = JobState.failed_verification
     entry.error_code, entry.error = code, error
@@ -294,10 +288,8 @@ async def bring_home(
     """Download, verify and store the outputs; set the actual cost. Returns the row status."""
     outputs = outputs_of(result)
     options = runner.info.options(job.params)
-    spec = spec_for(runner.info.output_format(options))
-    expected = Expectation(
-        spec=spec, transparent=runner.info.transparent(options), frames=input_frames(entry)
-    )
+    expected = fal_expectation(runner.info, options, entry.metrics.get("input"), outputs.video)
+    spec = expected.spec
     entry.fal = entry.fal or FalHandles()
     mask_video = outputs.mask_video.stored() if outputs.mask_video else None
     entry.fal.result = FalResult(video=outputs.video.stored(), mask_video=mask_video)
@@ -482,7 +474,10 @@ async def attempt(
             )
         result = await runner.client.result(sub.response_url, trace=trace)
         return await bring_home(job, entry, storage, runner, result, final, trace)
-    except AuthError:
+    except AuthError as exc:
+        if entry.state is JobState.submitting:  # fal refused the submit: nothing was queued
+            entry.state = JobState.failed
+        entry.error_code, entry.error = exc.code, exc.message
         await save(ledger, entry, "auth_error")
         raise
     except BudgetExceeded as exc:
@@ -496,8 +491,17 @@ async def attempt(
         entry.error_code, entry.error = exc.code, exc.message
         if isinstance(exc, EndpointError) and exc.error_type:
             trace.error_types.append(exc.error_type)
-            entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
+            if exc.error_type not in exc.message:
+                entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
+        note_possible_billing(entry)
     return Status.failed
+
+
+def note_possible_billing(entry: LedgerEntry) -> None:
+    """fal's FAQ: invalid inputs (422) may still be charged, server errors (5xx) never are; a
+    422 counts its estimate as possibly billed (the ``possibly_billed_usd`` column, the budget)."""
+    if entry.error_code == ErrorCode.fal_validation_error:
+        entry.metrics["possibly_billed_usd"] = entry.estimated_cost_usd or 0.0
 
 
 async def submission_for(

@@ -130,7 +130,7 @@ async def run_pool(
     result = PoolResult()
 
     def emit(row: Row) -> None:
-        admission.budget.settle(str(row.job_key), row.cost_usd)
+        admission.budget.settle(str(row.job_key), row.cost_usd + row.possibly_billed_usd)
         result.rows.append(row)
         if on_row is not None:
             on_row(row)
