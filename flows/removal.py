@@ -258,6 +258,7 @@ async def run_jobs(
                 cancel=cancel,
                 on_row=progress.advance,
                 fatal=(AuthError,),
+                raise_fatal=False,  # raised below, once the report is written
             )
     finally:
         progress.stop()
@@ -321,6 +322,11 @@ async def remove_backgrounds(params: RunParams) -> dict[str, Any]:
         jobs_s=jobs_s,
         extra=pool_summary(pool, budget, pacing, pacer, task_runs),
     )
+    if pool.failure is not None:  # a refused key or a locked account: every job would fail
+        logger.error(
+            "run %s stopped: %s; report at %s", run_name, pool.failure, summary["report_url"]
+        )
+        raise pool.failure
     if pool.cancelled:
         logger.warning("run %s cancelled; partial report at %s", run_name, summary["report_url"])
         # A returned state becomes the run's final state: the UI shows Cancelled, not Completed;

@@ -97,6 +97,7 @@ class PoolResult:
     cancelled: bool = False
     cancel_reason: str | None = None
     elapsed_s: float = 0.0
+    failure: BaseException | None = None  # the fatal error that stopped the run, if any
 
 
 @dataclass
@@ -118,13 +119,16 @@ async def run_pool(
     on_row: Callable[[Row], None] | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
     fatal: tuple[type[BaseException], ...] = (),
+    raise_fatal: bool = True,
 ) -> PoolResult:
     """Run every job through ``handler`` with at most the pacer's cap in flight.
 
     Ends when all jobs have a row, or when ``cancel`` is set or this coroutine is cancelled:
     then it returns normally with ``cancelled=True`` and a row for every job, so the caller can
-    still write its (partial) report. A job raising one of ``fatal`` stops every job and the
-    error is raised again.
+    still write its (partial) report. A job raising one of ``fatal`` stops every job: its own
+    row says why, the jobs not started end ``cancelled`` with that reason, and the error is
+    raised again (or, with ``raise_fatal=False``, returned in ``failure`` once every row is in,
+    so the caller can write the report first).
     """
     t0 = time.perf_counter()
     result = PoolResult()
@@ -140,10 +144,12 @@ async def run_pool(
     failure = await _wait_for_workers(workers, cancel or asyncio.Event(), result)
     if result.cancelled:
         await _stop(state, workers, cancel_grace_s)
+        reason = NOT_STARTED if failure is None else f"{NOT_STARTED}: the run stopped: {failure}"
         for job in state.jobs:  # never started: no request was sent for these
-            emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, NOT_STARTED))
+            emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, reason))
     result.elapsed_s = time.perf_counter() - t0
-    if failure is not None:
+    result.failure = failure
+    if failure is not None and raise_fatal:
         raise failure
     return result
 
@@ -228,7 +234,10 @@ async def _worker(index: int, state: _State, handler: JobHandler) -> None:
             async with nullcontext() if handler.holds_slot else pacer.job():
                 try:
                     row = await handler.run(job)
-                except state.fatal:
+                except state.fatal as exc:  # the job's own row says why the run stops
+                    state.in_flight.pop(index, None)
+                    code = getattr(exc, "code", ErrorCode.internal_error)
+                    state.emit(ended_row(job, Status.failed, code, str(exc), attempts=1))
                     raise
                 except Exception as exc:  # a bug must not lose the row: report it and go on
                     row = _guarded(handler.interrupted_row, job, exc)

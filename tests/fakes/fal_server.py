@@ -61,6 +61,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,7 @@ def write_half_size(src: Path, dst: Path) -> None:
         stream.pix_fmt = "yuv420p"
         for i, frame in enumerate(inp.decode(vin)):
             small = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-            small.pts = i
-            small.time_base = None
+            small.pts, small.time_base = i, Fraction(1, 1) / (vin.average_rate or 25)
             out.mux(stream.encode(small))
         out.mux(stream.encode(None))
 
@@ -246,6 +246,7 @@ class FakeFal:
         self.upload_limit_bytes: int | None = None  # single uploads and parts above it: 413
         self.null_metrics = False  # COMPLETED with "metrics": null
         self.unknown_status: str | None = None  # status polls answer this status string
+        self.queue_wait_s = 0.0  # every job waits this long IN_QUEUE before a runner takes it
         self.forbidden_tokens: set[str] = set()
         self.cdn_token = uuid.uuid4().hex
         self._multipart: dict[str, dict[str, Any]] = {}
@@ -376,6 +377,8 @@ class FakeFal:
         return job
 
     def _run(self, job: FakeJob) -> None:
+        if self.queue_wait_s:
+            time.sleep(self.queue_wait_s)
         if job.cancelled:
             return
         waited = time.monotonic() - job.submitted_at
