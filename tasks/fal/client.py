@@ -281,6 +281,7 @@ class CallTrace:
     retries: int = 0
     events: list[str] = field(default_factory=list)
     error_types: list[str] = field(default_factory=list)
+    submitted: bool = False  # this run submitted the job (what it may be billed for is its own)
 
     def note(self, event: str, error_type: str | None = None) -> None:
         self.retries += 1

@@ -254,6 +254,8 @@ async def submit_job(
         entry.attempts += 1
         await save(ledger, entry, "submitting")
         sub = await runner.client.submit(runner.app, arguments, trace=trace)
+        trace.submitted = True
+        entry.metrics.pop("possibly_billed_usd", None)  # an earlier submission's, not this one's
         entry.state, entry.request_id = JobState.submitted, sub.request_id
         sub = sub.model_copy(update={"submitted_at": now_iso()})
         entry.fal = FalHandles(app=runner.app, submission=sub)
@@ -422,6 +424,7 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
             entry,
             Status.skipped,
             cost_usd=0.0,
+            possibly_billed_usd=0.0,
             started_at=started_at,
             finished_at=now_iso(),
             elapsed_s=round(time.perf_counter() - t0, 3),
@@ -439,10 +442,12 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
     seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
     entry.metrics["fal_error_types"] = sorted(seen)
     await save(ledger, entry, status.value)
+    billed = entry.metrics.get("possibly_billed_usd", 0.0) if trace.submitted else 0.0
     return ResultRow.from_entry(
         job,
         entry,
         status,
+        possibly_billed_usd=billed,
         started_at=started_at,
         finished_at=now_iso(),
         elapsed_s=round(time.perf_counter() - t0, 3),
@@ -493,14 +498,15 @@ async def attempt(
             trace.error_types.append(exc.error_type)
             if exc.error_type not in exc.message:
                 entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
-        note_possible_billing(entry)
+        note_possible_billing(entry, trace)
     return Status.failed
 
 
-def note_possible_billing(entry: LedgerEntry) -> None:
+def note_possible_billing(entry: LedgerEntry, trace: CallTrace) -> None:
     """fal's FAQ: invalid inputs (422) may still be charged, server errors (5xx) never are; a
-    422 counts its estimate as possibly billed (the ``possibly_billed_usd`` column, the budget)."""
-    if entry.error_code == ErrorCode.fal_validation_error:
+    422 of a job this run submitted counts its estimate as possibly billed (the
+    ``possibly_billed_usd`` column, the budget)."""
+    if trace.submitted and entry.error_code == ErrorCode.fal_validation_error:
         entry.metrics["possibly_billed_usd"] = entry.estimated_cost_usd or 0.0
 
 

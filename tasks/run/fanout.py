@@ -107,6 +107,7 @@ class _State:
     admission: Admission
     fatal: tuple[type[BaseException], ...] = ()
     stopping: bool = False
+    stop_reason: str | None = None  # the fatal error's message, added to interrupted rows
     in_flight: dict[int, Job] = field(default_factory=dict)  # worker index -> its job
 
 
@@ -134,6 +135,8 @@ async def run_pool(
     result = PoolResult()
 
     def emit(row: Row) -> None:
+        if state.stop_reason and row.status is Status.cancelled:  # every row says why
+            row = row.model_copy(update={"error": _why(row.error or "cancelled", state)})
         admission.budget.settle(str(row.job_key), row.cost_usd + row.possibly_billed_usd)
         result.rows.append(row)
         if on_row is not None:
@@ -143,10 +146,10 @@ async def run_pool(
     workers = _start_workers(state, handler)
     failure = await _wait_for_workers(workers, cancel or asyncio.Event(), result)
     if result.cancelled:
+        state.stop_reason = None if failure is None else f"the run stopped: {failure}"
         await _stop(state, workers, cancel_grace_s)
-        reason = NOT_STARTED if failure is None else f"{NOT_STARTED}: the run stopped: {failure}"
         for job in state.jobs:  # never started: no request was sent for these
-            emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, reason))
+            emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, NOT_STARTED))
     result.elapsed_s = time.perf_counter() - t0
     result.failure = failure
     if failure is not None and raise_fatal:
@@ -210,11 +213,8 @@ async def _stop(state: _State, workers: list[asyncio.Task[None]], grace_s: float
     if stuck:
         await asyncio.wait(stuck, timeout=1.0)
     for index, job in list(state.in_flight.items()):  # workers that could not finish cleanly
-        state.emit(
-            ended_row(
-                job, Status.cancelled, ErrorCode.cancelled, "run cancelled while this job ran"
-            )
-        )
+        text = "run cancelled while this job ran"
+        state.emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, text))
         state.in_flight.pop(index, None)
 
 
@@ -250,6 +250,13 @@ async def _worker(index: int, state: _State, handler: JobHandler) -> None:
             return
         state.in_flight.pop(index, None)
         state.emit(row)
+
+
+def _why(text: str, state: _State) -> str:
+    """A cancelled row's error, with the reason the run stopped when a fatal error stopped it."""
+    if not state.stop_reason or state.stop_reason in text:
+        return text
+    return f"{text}: {state.stop_reason}"[:500]
 
 
 def _guarded(make: Callable[[Job, BaseException | None], Row], job: Job, exc: Any) -> Row:

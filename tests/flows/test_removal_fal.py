@@ -121,7 +121,7 @@ async def test_auth_error_stops_the_run(
     assert list(failed["error_code"]) == ["auth_error"]
     cancelled = results[results["status"] == "cancelled"]
     assert len(cancelled) >= 3
-    assert all("User is locked" in e for e in cancelled["error"])
+    assert all("User is locked" in e for e in cancelled["error"]), list(cancelled["error"])
 
 
 def ledger_states(out: Path) -> list[dict[str, object]]:

@@ -71,6 +71,9 @@ async def test_422_counts_its_estimate_as_possibly_billed(
     assert row["status"] == "failed" and row["error_code"] == "fal_validation_error"
     assert row["cost_usd"] == 0.0
     assert row["possibly_billed_usd"] == row["estimated_cost_usd"] == 0.022
+    again = await run(job, storage, runner, fake_fal)  # resumed, not submitted: billed once
+    assert again["error_code"] == "fal_validation_error" and again["possibly_billed_usd"] == 0.0
+    assert fake_fal.accepted[PIXELCUT] == 1
     await runner.aclose()
 
 
