@@ -50,7 +50,8 @@ INGRESS_STATUSES = frozenset({502, 503, 504})
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 # The statuses fal's queue reports (fal_client's _parse_status raises on any other).
 KNOWN_STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "COMPLETED"})
-# Headers of fal's queue (fal docs, "Platform headers"; fal_client's _headers.py).
+# Headers of fal's queue (fal docs, "Platform headers"; fal_client's _headers.py, whose newest
+# version names the start timeout X-Fal-Request-Start-Timeout: the docs' name is used here).
 START_TIMEOUT_HEADER = "X-Fal-Request-Timeout"
 TIMEOUT_TYPE_HEADER = "X-Fal-Request-Timeout-Type"
 PRIORITY_HEADER = "X-Fal-Queue-Priority"

@@ -349,11 +349,9 @@ class FakeFal:
         (dest / name).write_bytes(Path(path).read_bytes())
         return f"{self.base_url}/files/{token}/{name}"
 
-    def _publish(self, path: Path, name: str, *, forbidden: bool = False) -> str:
+    def _publish(self, path: Path, name: str) -> str:
         token = uuid.uuid4().hex[:12]
         self.output_tokens.add(token)
-        if forbidden:
-            self.forbidden_tokens.add(token)
         dest = self.files_dir / token
         dest.mkdir()
         path.rename(dest / name)
@@ -486,13 +484,14 @@ class FakeFal:
             self.encodes += 1
         size = out.stat().st_size
         name = f"{job.id}{spec.extension}"
-        forbid = any(x in url for x in self.forbid_output_inputs)
         video = {
-            "url": self._publish(out, name, forbidden=forbid),
+            "url": self._publish(out, name),
             "content_type": spec.content_type,
             "file_name": name,
             "file_size": size,
         }
+        if any(x in url for x in self.forbid_output_inputs):  # the CDN refuses this file
+            self.forbidden_tokens.add(urlsplit(video["url"]).path.split("/")[2])
         result: dict[str, Any] = {"video": video}
         if job.app == BIREFNET:
             meta = {

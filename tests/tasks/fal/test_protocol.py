@@ -237,17 +237,32 @@ def live(fake: FakeFal, **kw: Any) -> FalClient:
     )
 
 
+class FirstCalls(Faults):
+    """The first ``count`` calls of each kind named fail with the fault given for it."""
+
+    def __init__(self, kinds: dict[str, str], count: int) -> None:
+        super().__init__()
+        self.left = {call: count for call in kinds}
+        self.fault = kinds
+
+    def pick(self, call: str) -> str | None:
+        if self.left.get(call, 0) <= 0:
+            return None
+        self.left[call] -= 1
+        return self.fault[call]
+
+
 async def test_fake_status_500s_are_retried_and_submits_503s_too(
     fake_fal: FakeFal, clips: dict[str, Path]
 ) -> None:
-    fake_fal.latency_s = 0.3  # several polls
-    fake_fal.faults = Faults(rate=0.5, kinds=("500", "503"), calls=("status", "submit"), seed=5)
+    fake_fal.faults = FirstCalls({"submit": "503", "status": "500"}, count=3)
     client = live(fake_fal)
     url = fake_fal.serve_file(clips["person"])
     sub = await client.submit(PIXELCUT, {"video_url": url})
     st = await client.wait(sub.status_url)
     assert st.done and st.error is None
-    assert fake_fal.calls[("status", 500)] > 0 and fake_fal.accepted[PIXELCUT] == 1
+    assert fake_fal.calls[("status", 500)] == 3 and fake_fal.calls[("submit", 503)] == 3
+    assert fake_fal.accepted[PIXELCUT] == 1
     await client.aclose()
 
 
