@@ -78,6 +78,20 @@ FalUploadsOpt = Annotated[
 PresignOpt = Annotated[
     int | None, typer.Option(help="fal: seconds presigned s3:// input URLs stay valid.")
 ]
+StartTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--fal-start-timeout",
+        help="fal: give up (unbilled) jobs not started after this many seconds in the queue.",
+    ),
+]
+PriorityOpt = Annotated[
+    str | None, typer.Option("--fal-priority", help="fal: queue priority, normal or low.")
+]
+NoRetryOpt = Annotated[
+    bool | None,
+    typer.Option("--fal-no-retry/--fal-retry", help="fal: ask fal not to retry failed jobs."),
+]
 S3Opt = Annotated[str | None, typer.Option(help="S3-compatible endpoint.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file of run parameters.")]
 
@@ -212,6 +226,9 @@ def run(
     retry_failed: RetryFailedOpt = False,
     fal_uploads: FalUploadsOpt = None,
     presign_expiry: PresignOpt = None,
+    fal_start_timeout: StartTimeoutOpt = None,
+    fal_priority: PriorityOpt = None,
+    fal_no_retry: NoRetryOpt = None,
     s3_endpoint_url: S3Opt = None,
     config: ConfigOpt = None,
     **options: Any,
@@ -232,6 +249,9 @@ def run(
             retry_failed=retry_failed or None,
             fal_uploads=fal_uploads,
             presign_expiry_s=presign_expiry,
+            fal_start_timeout_s=fal_start_timeout,
+            fal_priority=fal_priority,
+            fal_no_retry=fal_no_retry,
             submit_rate=submit_rate,
             shared_limit=shared_limit,
             task_run_per_job=task_runs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -85,6 +85,22 @@ class RunParams(_EndpointOptions):
     )
     presign_expiry_s: int | None = Field(
         None, gt=60, description="fal: lifetime of presigned URLs for s3:// inputs (default 6 h)."
+    )
+    fal_start_timeout_s: float | None = Field(
+        None,
+        gt=1,
+        description="fal: give up (unbilled) a job that has not started after this many seconds "
+        "in fal's queue (X-Fal-Request-Timeout); row failed with fal_start_timeout.",
+    )
+    fal_priority: Literal["normal", "low"] | None = Field(
+        None,
+        description="fal: queue priority of this run's jobs (X-Fal-Queue-Priority): low "
+        "for backfills that may wait behind interactive work.",
+    )
+    fal_no_retry: bool | None = Field(
+        None,
+        description="fal: ask fal not to retry failed jobs on its side (x-fal-no-retry), for "
+        "inputs that fail the same way every time.",
     )
     allow_local_inputs: bool = Field(
         False,

@@ -70,6 +70,12 @@ def build_fal_runner(
         overrides["uploads"] = params.fal_uploads
     if params.presign_expiry_s is not None:
         overrides["presign_expiry_s"] = params.presign_expiry_s
+    queue = {
+        "start_timeout_s": params.fal_start_timeout_s,
+        "priority": params.fal_priority,
+        "no_retry": params.fal_no_retry,
+    }
+    overrides.update({k: v for k, v in queue.items() if v is not None})
     settings = FalSettings().model_copy(update=overrides)
     s3 = s3_options(params.s3_endpoint_url) if params.s3_endpoint_url else None
     return FalRunner(
@@ -247,6 +253,7 @@ async def run_jobs(
                 cancel=cancel,
                 on_row=progress.advance,
                 fatal=(AuthError,),
+                raise_fatal=False,  # raised below, once the report is written
             )
     finally:
         progress.stop()
@@ -301,9 +308,12 @@ async def remove_backgrounds(params: RunParams) -> Any:
             params, run_name, manifest, plan, storage, remove_backgrounds, t0
         )
         return finish_run(run_name, params, sharded)
-    summary, cancelled = await run_single(
-        params, run_name, info, storage, limits, manifest, plan, t0
-    )
+    try:
+        summary, cancelled = await run_single(
+            params, run_name, info, storage, limits, manifest, plan, t0
+        )
+    except MatteflowError as exc:  # a refused key or locked account, after the report is written
+        return user_error_state(run_name, exc)
     if cancelled:
         logger.warning("run %s cancelled; partial report at %s", run_name, summary["report_url"])
         # A returned state becomes the run's final state: the UI shows Cancelled, not Completed;
@@ -345,4 +355,9 @@ async def run_single(
         jobs_s=jobs_s,
         extra=pool_summary(pool, budget, pacing, pacer, task_runs),
     )
+    if pool.failure is not None:  # a refused key or a locked account: every job would fail
+        get_run_logger().error(
+            "run %s stopped: %s; report at %s", run_name, pool.failure, summary["report_url"]
+        )
+        raise pool.failure
     return summary, pool.cancelled

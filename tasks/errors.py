@@ -85,7 +85,10 @@ class ErrorCode(StrEnum):
         "submit_unknown",
         "a submit may have reached fal: not repeated without --resubmit-unknown",
     )
-    auth_error = "auth_error", "fal refused the key (401/403): the run stops"
+    auth_error = (
+        "auth_error",
+        "fal refused the key or the account (401, or 403 locked/invalid key): the run stops",
+    )
     fal_http_error = "fal_http_error", "fal answered an HTTP error"
     fal_validation_error = "fal_validation_error", "fal refused the job's input (422)"
     fal_bad_result = "fal_bad_result", "fal's result has no usable video output"
@@ -93,6 +96,17 @@ class ErrorCode(StrEnum):
     fal_request_not_found = "fal_request_not_found", "fal does not know the saved request id"
     fal_timeout = "fal_timeout", "the job did not finish within MATTEFLOW_FAL_JOB_TIMEOUT_S"
     fal_job_error = "fal_job_error", "the job failed at fal"
+    fal_forbidden = (
+        "fal_forbidden",
+        "fal refused this one call (403) without saying the key or account is bad",
+    )
+    fal_unknown_status = "fal_unknown_status", "fal answered a queue status matteflow does not know"
+    fal_start_timeout = (
+        "fal_start_timeout",
+        "the job did not start within --fal-start-timeout: fal gave it up, unbilled",
+    )
+    upload_too_large = "upload_too_large", "a local input over fal's upload size limit"
+    upload_failed = "upload_failed", "fal's storage refused the upload of a local input"
     # The local engine
     engine_failed = "engine_failed", "the local engine could not process the video"
     missing_extra = "missing_extra", "an optional dependency of the chosen model is not installed"
@@ -163,10 +177,12 @@ class EndpointError(MatteflowError):
         code: ErrorCode | None = None,
         status_code: int | None = None,
         error_type: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
         self.status_code = status_code
         self.error_type = error_type
+        self.request_id = request_id
 
 
 class RetryableEndpointError(EndpointError):

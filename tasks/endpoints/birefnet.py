@@ -99,4 +99,5 @@ class BirefnetOptions(BaseModel):
 
 
 def arguments(options: BirefnetOptions, video_url: str) -> dict[str, Any]:
+    """The JSON body of a submit: every option by its schema name, enums as fal spells them."""
     return {"video_url": video_url, **options.model_dump(mode="json")}

@@ -14,12 +14,17 @@ class PixelcutOptions(RemovalOptions):
 
 
 def arguments(options: PixelcutOptions, video_url: str) -> dict[str, Any]:
-    """The JSON body of a submit; the output format is always explicit so outputs are checkable."""
+    """The JSON body of a submit: every option's wire form is built here, and only here.
+
+    The output format is always explicit so outputs are checkable. ``background_color`` is
+    fal's ``RGBColor``, an object ``{"r", "g", "b"}`` in every fal schema that declares it.
+    """
     body: dict[str, Any] = {
         "video_url": video_url,
         "background": options.background.value,
         "output_format": options.resolved_format.value,
     }
     if options.background is Background.custom and options.background_color is not None:
-        body["background_color"] = list(options.background_color)
+        r, g, b = options.background_color
+        body["background_color"] = {"r": r, "g": g, "b": b}
     return body

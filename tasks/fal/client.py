@@ -1,28 +1,36 @@
-"""fal.ai queue client (httpx, async): submit, status, result, cancel, upload, download.
+"""fal.ai queue client (httpx, async): submit, status, result, cancel, download, CDN token.
 
-One layer owns each retry: this client retries what fal_client retries (transport errors, 408,
-409, 429, ingress 502/503/504), honouring ``Retry-After``. A submit is special because fal has
-no idempotency key: once the request may have reached fal (a read timeout, a dropped connection
-after sending, a gateway timeout), a repeat could be billed twice, so it raises
-``SubmitOutcomeUnknown`` instead of retrying. The decisions are pure functions; the policy is
-``tasks.retry.Backoff`` and the loop ``tasks.retry``'s, applied in ``call_with_retries``.
+One layer owns each retry, and each kind of call has its own retry set (``RetrySet``):
+
+* reads (status, result, file downloads) can never bill: transport errors and any 5xx are
+  retried (fal-js retries 500 on status polls), as are 408/409/429;
+* a submit retries only what cannot have queued a job: fal_client's 408/409/429, a gateway
+  ("ingress") 502/503 without ``x-fal-request-id``, and transport errors before the request was
+  sent. fal has no idempotency key, so once the request may have reached fal (a read timeout, a
+  dropped connection after sending, a gateway 504, a 5xx from fal) it raises
+  ``SubmitOutcomeUnknown``; a definite 4xx is a definite refusal;
+* uploads (``tasks.fal.uploads``) retry any 5xx too: a repeat stores the same bytes again.
+
+A 504 with ``X-Fal-Request-Timeout-Type`` is the caller's own deadline and is never retried
+(fal_client's rule). Every error carries fal's message, ``X-Fal-Error-Type`` and request id.
+The decisions are pure functions; the policy is ``tasks.retry.Backoff`` and the loop
+``tasks.retry``'s, applied in ``call_with_retries``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import mimetypes
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.errors import (
@@ -40,6 +48,27 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 INGRESS_STATUSES = frozenset({502, 503, 504})
 # Never sent: the request did not leave this machine, so repeating a submit is safe.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+# The statuses fal's queue reports (fal_client's _parse_status raises on any other).
+KNOWN_STATUSES = frozenset({"IN_QUEUE", "IN_PROGRESS", "COMPLETED"})
+# Headers of fal's queue (fal docs, "Platform headers"; fal_client's _headers.py, whose newest
+# version names the start timeout X-Fal-Request-Start-Timeout: the docs' name is used here).
+START_TIMEOUT_HEADER = "X-Fal-Request-Timeout"
+TIMEOUT_TYPE_HEADER = "X-Fal-Request-Timeout-Type"
+PRIORITY_HEADER = "X-Fal-Queue-Priority"
+NO_RETRY_HEADER = "x-fal-no-retry"
+# A 403 whose message says one of these is about the key or the account: every job would get
+# it, so the run stops (a locked account answers "User is locked. Reason: Exhausted balance…").
+ACCOUNT_REFUSALS = (
+    "locked",
+    "invalid key",
+    "invalid api key",
+    "invalid credentials",
+    "missing credentials",
+    "key is invalid",
+    "key has been revoked",
+    "unauthorized",
+    "not authenticated",
+)
 
 
 class FalSettings(BaseSettings):
@@ -58,14 +87,34 @@ class FalSettings(BaseSettings):
         description="Base URL of fal's queue API.",
     )
     rest_url: str = Field(
-        "https://rest.alpha.fal.ai",
+        "https://rest.fal.ai",
         validation_alias=AliasChoices("FAL_REST_URL", "MATTEFLOW_FAL_REST_URL"),
-        description="Base URL of fal's REST API (storage uploads), as fal_client uses it.",
+        description="Base URL of fal's REST API (the CDN upload token), as fal_client uses it.",
     )
-    connect_timeout_s: float = Field(10.0, gt=0, description="TCP/TLS connect timeout.")
-    timeout_s: float = Field(30.0, gt=0, description="Read/write timeout of API calls.")
+    connect_timeout_s: float = Field(30.0, gt=0, description="TCP/TLS connect timeout.")
+    timeout_s: float = Field(
+        120.0, gt=0, description="Read/write timeout of API calls (fal_client's default_timeout)."
+    )
     transfer_timeout_s: float = Field(300.0, gt=0, description="Read/write timeout of file bodies.")
     uploads: bool = Field(True, description="Upload local input files to fal's storage.")
+    upload_max_bytes: int = Field(
+        20 * 1024**3, gt=0, description="Refuse to upload a local input larger than this."
+    )
+    multipart_threshold_bytes: int = Field(
+        100 * 1024**2, gt=0, description="Upload in parts above this size (fal_client: 100 MB)."
+    )
+    part_bytes: int = Field(
+        10 * 1024**2, ge=5 * 1024**2, description="Size of one upload part (fal_client: 10 MB)."
+    )
+    start_timeout_s: float | None = Field(
+        None,
+        gt=1,
+        description="X-Fal-Request-Timeout: fal gives up (unbilled) a job not started by then.",
+    )
+    priority: Literal["normal", "low"] | None = Field(
+        None, description="X-Fal-Queue-Priority of submitted jobs."
+    )
+    no_retry: bool = Field(False, description="x-fal-no-retry: fal does not retry failed jobs.")
     presign_expiry_s: int = Field(
         6 * 3600, gt=60, description="Lifetime of presigned GET URLs given to fal for s3:// inputs."
     )
@@ -91,26 +140,62 @@ class PollPolicy:
 # -- pure decisions ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RetrySet:
+    """Which answers of one kind of call are worth sending the same call again."""
+
+    name: str
+    statuses: frozenset[int] = RETRY_STATUSES
+    any_5xx: bool = False  # a read can never bill: any server error is retried
+    gateway_timeout: bool = True  # a gateway 504: False on a submit (the job may be queued)
+    after_send: bool = True  # transport errors after the request left this machine
+
+
+READS = RetrySet("read", any_5xx=True)  # status, result, file downloads
+SUBMIT = RetrySet("submit", gateway_timeout=False, after_send=False)
+CANCEL = RetrySet("cancel")  # fal_client's set: cancelling twice is harmless
+UPLOADS = RetrySet("upload", any_5xx=True)  # a repeated upload stores the same bytes again
+
+
 def is_ingress_error(status: int, headers: httpx.Headers) -> bool:
     """A 502/503/504 from fal's gateway rather than from fal itself (no ``x-fal-request-id``)."""
     return status in INGRESS_STATUSES and "x-fal-request-id" not in headers
 
 
-def should_retry_status(status: int, headers: httpx.Headers, *, submit: bool = False) -> bool:
-    """Whether a response is a transient refusal worth repeating the same call for.
-
-    On a submit, a gateway 504 may come after fal queued the job, so it is not repeated.
-    """
-    if status in RETRY_STATUSES:
+def should_retry_status(status: int, headers: httpx.Headers, rules: RetrySet = READS) -> bool:
+    """Whether an answer is a transient refusal worth repeating the same call for."""
+    if status == 504 and TIMEOUT_TYPE_HEADER in headers:
+        return False  # the deadline we asked for (X-Fal-Request-Timeout): honour it
+    if status in rules.statuses or (rules.any_5xx and status >= 500):
         return True
-    if submit and status == 504:
+    if not is_ingress_error(status, headers):
         return False
-    return is_ingress_error(status, headers)
+    return rules.gateway_timeout or status != 504
 
 
-def should_retry_exception(exc: httpx.TransportError, *, submit: bool = False) -> bool:
+def should_retry_exception(exc: httpx.TransportError, rules: RetrySet = READS) -> bool:
     """Transport errors are retried, except on a submit that may already have reached fal."""
-    return not submit or isinstance(exc, NOT_SENT)
+    return rules.after_send or isinstance(exc, NOT_SENT)
+
+
+def stops_the_run(status: int, message: str) -> bool:
+    """A 401, or a 403 that names the key or the account: every other job would get it too."""
+    if status == 401:
+        return True
+    text = message.lower()
+    return status == 403 and any(word in text for word in ACCOUNT_REFUSALS)
+
+
+def submit_headers(settings: FalSettings) -> dict[str, str]:
+    """The queue headers of a submit, from the run's options (fal docs, "Platform headers")."""
+    headers: dict[str, str] = {}
+    if settings.start_timeout_s is not None:
+        headers[START_TIMEOUT_HEADER] = f"{settings.start_timeout_s:g}"
+    if settings.priority is not None:
+        headers[PRIORITY_HEADER] = settings.priority
+    if settings.no_retry:
+        headers[NO_RETRY_HEADER] = "1"
+    return headers
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -153,15 +238,37 @@ def server_wait(exc: BaseException) -> float | None:
     return None
 
 
+def noter(trace: CallTrace | None, what: str) -> Callable[[int, BaseException, float], None]:
+    """The retry loop's callback: each retried answer in the trace, with fal's request id."""
+
+    def note(_: int, exc: BaseException, __: float) -> None:
+        if trace is None:
+            return
+        if isinstance(exc, RetryResponse):
+            rid = exc.response.headers.get("x-fal-request-id")
+            event = f"{what}:{exc.response.status_code}" + (f":{rid}" if rid else "")
+            trace.note(event, exc.error_type)
+        else:
+            trace.note(f"{what}:{type(exc).__name__}")
+
+    return note
+
+
 # -- models of fal's answers ------------------------------------------------------------------
 
 
 class QueueStatus(BaseModel):
-    status: str  # IN_QUEUE | IN_PROGRESS | COMPLETED
+    status: str  # IN_QUEUE | IN_PROGRESS | COMPLETED (others are refused in ``status``)
     queue_position: int | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     error_type: str | None = None
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _no_metrics(cls, value: Any) -> Any:
+        """Legacy apps send no metrics, or ``null`` (fal_client: ``data.get("metrics", {})``)."""
+        return {} if value is None else value
 
     @property
     def done(self) -> bool:
@@ -175,6 +282,7 @@ class CallTrace:
     retries: int = 0
     events: list[str] = field(default_factory=list)
     error_types: list[str] = field(default_factory=list)
+    submitted: bool = False  # this run submitted the job (what it may be billed for is its own)
 
     def note(self, event: str, error_type: str | None = None) -> None:
         self.retries += 1
@@ -191,6 +299,8 @@ def _detail(resp: httpx.Response) -> str:
     except ValueError:
         return resp.text[:200].strip() or resp.reason_phrase
     detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, dict) and "message" in detail:
+        detail = detail["message"]
     if isinstance(detail, list):
         parts = []
         for item in detail[:5]:
@@ -203,23 +313,85 @@ def _detail(resp: httpx.Response) -> str:
     return str(detail)[:500]
 
 
-def error_for(resp: httpx.Response, what: str) -> EndpointError:
-    """Translate a non-2xx answer into the error tree (secrets never appear in messages)."""
+def _scrubbed(text: str, resp: httpx.Response) -> str:
+    """``text`` without the credential its request carried (a server may echo it back)."""
+    try:
+        auth = resp.request.headers.get("authorization", "")
+    except RuntimeError:  # a response built without its request
+        return text
+    secret = auth.partition(" ")[2].strip()
+    return text.replace(secret, "***") if len(secret) >= 6 else text
+
+
+@dataclass(frozen=True)
+class FalAnswer:
+    """What fal said in an error answer: its message, error type and request id."""
+
+    status: int
+    message: str
+    error_type: str | None = None
+    request_id: str | None = None
+
+    @classmethod
+    def of(cls, resp: httpx.Response) -> FalAnswer:
+        error_type = resp.headers.get("x-fal-error-type")
+        if error_type is None:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and isinstance(body.get("error_type"), str):
+                error_type = body["error_type"]
+        message = _scrubbed(_detail(resp), resp)
+        return cls(resp.status_code, message, error_type, resp.headers.get("x-fal-request-id"))
+
+    def describe(self) -> str:
+        """``HTTP 403, type T, request R: message`` (the parts fal sent)."""
+        head = [f"HTTP {self.status}"]
+        if self.error_type:
+            head.append(f"X-Fal-Error-Type {self.error_type}")
+        if self.request_id:
+            head.append(f"request {self.request_id}")
+        return f"{', '.join(head)}: {self.message}"
+
+
+def error_for(resp: httpx.Response, what: str, *, api: bool = True) -> EndpointError:
+    """Translate a non-2xx answer into the error tree (secrets never appear in messages).
+
+    ``api``: the call carried the fal key, so a 401 (or a 403 naming the key or the account)
+    means every job would fail the same way: ``AuthError`` stops the run. Other 403s (a CDN
+    file's access control) fail this one job.
+    """
+    answer = FalAnswer.of(resp)
     status = resp.status_code
-    error_type = resp.headers.get("x-fal-error-type")
-    if status in (401, 403):
-        return AuthError(
-            f"fal.ai refused the API key on {what} (HTTP {status}): check FAL_KEY",
-            status_code=status,
-            error_type=error_type,
-        )
-    code = ErrorCode.fal_validation_error if status == 422 else ErrorCode.fal_http_error
-    return EndpointError(
-        f"fal.ai {what} failed (HTTP {status}): {_detail(resp)}",
-        code=code,
-        status_code=status,
-        error_type=error_type,
+    fields: dict[str, Any] = dict(
+        status_code=status, error_type=answer.error_type, request_id=answer.request_id
     )
+    if api and stops_the_run(status, answer.message):
+        return AuthError(f"fal.ai refused {what} ({answer.describe()})", **fields)
+    codes = {401: ErrorCode.fal_forbidden, 403: ErrorCode.fal_forbidden}
+    codes[422] = ErrorCode.fal_validation_error
+    if status == 504 and TIMEOUT_TYPE_HEADER in resp.headers:
+        codes[504] = ErrorCode.fal_start_timeout
+    code = codes.get(status, ErrorCode.fal_http_error)
+    return EndpointError(f"fal.ai {what} failed ({answer.describe()})", code=code, **fields)
+
+
+class CdnToken(BaseModel):
+    """fal's answer to ``storage/auth/token?storage_type=fal-cdn-v3`` (fal_client's CDNToken)."""
+
+    token: str = Field(repr=False)
+    token_type: str
+    base_url: str
+    expires_at: datetime
+
+    def expired(self, now: datetime | None = None, margin_s: float = 60.0) -> bool:
+        """Expired, or about to: a token is fetched again a minute early."""
+        when = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=UTC)
+        return (now or datetime.now(UTC)).timestamp() + margin_s >= when.timestamp()
+
+    def header(self) -> dict[str, str]:
+        return {"Authorization": f"{self.token_type} {self.token}"}
 
 
 # -- the client -------------------------------------------------------------------------------
@@ -252,6 +424,8 @@ class FalClient:
         self.sleep = sleep
         key = settings.key.get_secret_value() if settings.key else ""
         self._auth = {"Authorization": f"Key {key}"}
+        self._token_lock = asyncio.Lock()
+        self._cdn_token: CdnToken | None = None
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -261,10 +435,10 @@ class FalClient:
         what: str,
         send: Callable[[], Awaitable[httpx.Response]],
         *,
-        submit: bool = False,
+        rules: RetrySet = READS,
         trace: CallTrace | None = None,
     ) -> httpx.Response:
-        """Apply the retry decisions around ``send``; return the first non-retried response.
+        """Apply ``rules`` around ``send``; return the first answer not worth repeating.
 
         A response worth repeating travels through the loop as ``RetryResponse``; a transport
         error on a submit that may have reached fal becomes ``SubmitOutcomeUnknown``, which the
@@ -275,25 +449,15 @@ class FalClient:
             try:
                 resp = await send()
             except httpx.TransportError as exc:
-                if not should_retry_exception(exc, submit=submit):
+                if not should_retry_exception(exc, rules):
                     raise SubmitOutcomeUnknown(
                         f"fal.ai {what}: {type(exc).__name__} after the request was sent; "
                         "fal may have queued (and will bill) the job"
                     ) from exc
                 raise
-            if resp.status_code in (401, 403):
-                raise error_for(resp, what)
-            if should_retry_status(resp.status_code, resp.headers, submit=submit):
+            if should_retry_status(resp.status_code, resp.headers, rules):
                 raise RetryResponse(resp)
             return resp
-
-        def note(_: int, exc: BaseException, __: float) -> None:
-            if trace is None:
-                return
-            if isinstance(exc, RetryResponse):
-                trace.note(f"{what}:{exc.response.status_code}", exc.error_type)
-            else:
-                trace.note(f"{what}:{type(exc).__name__}")
 
         try:
             return await acall_with_backoff(
@@ -302,15 +466,17 @@ class FalClient:
                 transient=lambda exc: isinstance(exc, httpx.TransportError | RetryResponse),
                 sleep=self.sleep,
                 rng=self.rng,
-                on_retry=note,
+                on_retry=noter(trace, what),
                 retry_after=server_wait,
             )
         except RetryResponse as exc:
+            answer = FalAnswer.of(exc.response)
             raise RetryableEndpointError(
-                f"fal.ai {what}: HTTP {exc.response.status_code} after "
-                f"{self.retry.attempts} attempts",
-                status_code=exc.response.status_code,
-                error_type=exc.error_type,
+                f"fal.ai {what}: still failing after {self.retry.attempts} attempts "
+                f"({answer.describe()})",
+                status_code=answer.status,
+                error_type=answer.error_type,
+                request_id=answer.request_id,
             ) from None
         except httpx.TransportError as exc:
             raise RetryableEndpointError(
@@ -320,20 +486,26 @@ class FalClient:
     async def submit(
         self, app: str, arguments: dict[str, Any], *, trace: CallTrace | None = None
     ) -> Submission:
-        """Queue one job; raises ``SubmitOutcomeUnknown`` when fal may have taken it silently."""
+        """Queue one job; raises ``SubmitOutcomeUnknown`` when fal may have taken it silently.
+
+        A definite refusal (a 4xx) raises an ``EndpointError``: nothing was queued.
+        """
         url = f"{self.settings.queue_url.rstrip('/')}/{app.strip('/')}"
+        headers = {**self._auth, **submit_headers(self.settings)}
         resp = await self.call_with_retries(
             "submit",
-            lambda: self.http.post(url, json=arguments, headers=self._auth),
-            submit=True,
+            lambda: self.http.post(url, json=arguments, headers=headers),
+            rules=SUBMIT,
             trace=trace,
         )
         if resp.status_code >= 500:
+            answer = FalAnswer.of(resp)
             raise SubmitOutcomeUnknown(
-                f"fal.ai submit answered HTTP {resp.status_code}: {_detail(resp)}; "
+                f"fal.ai submit answered {answer.describe()}; "
                 "fal may have queued (and will bill) the job",
                 status_code=resp.status_code,
-                error_type=resp.headers.get("x-fal-error-type"),
+                error_type=answer.error_type,
+                request_id=answer.request_id,
             )
         if resp.status_code >= 300:
             raise error_for(resp, "submit")
@@ -352,16 +524,25 @@ class FalClient:
         )
         if resp.status_code == 404:
             raise EndpointError(
-                "fal.ai does not know this request any more (HTTP 404)",
+                f"fal.ai does not know this request any more ({FalAnswer.of(resp).describe()})",
                 code=ErrorCode.fal_request_not_found,
                 status_code=404,
             )
         if resp.status_code >= 300:
             raise error_for(resp, "status")
         try:
-            return QueueStatus.model_validate(resp.json())
+            st = QueueStatus.model_validate(resp.json())
         except ValueError as exc:
             raise RetryableEndpointError("fal.ai status answer is not valid JSON") from exc
+        if st.status not in KNOWN_STATUSES:
+            raise EndpointError(
+                f"fal.ai answered the unknown status {st.status[:40]!r} "
+                f"(known: {', '.join(sorted(KNOWN_STATUSES))}); the request id is kept, "
+                "so a later run polls it again",
+                code=ErrorCode.fal_unknown_status,
+                request_id=resp.headers.get("x-fal-request-id"),
+            )
+        return st
 
     async def wait(
         self,
@@ -405,56 +586,48 @@ class FalClient:
     async def cancel(self, cancel_url: str) -> str:
         """Ask fal to drop a job; returns CANCELLATION_REQUESTED, ALREADY_COMPLETED or NOT_FOUND."""
         resp = await self.call_with_retries(
-            "cancel", lambda: self.http.put(cancel_url, headers=self._auth)
+            "cancel", lambda: self.http.put(cancel_url, headers=self._auth), rules=CANCEL
         )
+        if resp.status_code in (401, 403):
+            raise error_for(resp, "cancel")
         try:
             return str(resp.json().get("status", resp.status_code))
         except ValueError:
             return str(resp.status_code)
 
-    async def upload(self, path: Path, *, trace: CallTrace | None = None) -> str:
-        """Put a local file on fal's storage (fal_client's initiate + PUT flow); returns its URL."""
-        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        initiate = f"{self.settings.rest_url.rstrip('/')}/storage/upload/initiate"
-        resp = await self.call_with_retries(
-            "upload",
-            lambda: self.http.post(
-                initiate,
-                params={"storage_type": "fal-cdn-v3"},
-                json={"file_name": path.name, "content_type": ctype},
-                headers=self._auth,
-            ),
-            trace=trace,
-        )
-        if resp.status_code >= 300:
-            raise error_for(resp, "upload")
-        target = resp.json()
-        upload_url, file_url = str(target["upload_url"]), str(target["file_url"])
-
-        async def put() -> httpx.Response:
-            # A fresh stream per attempt: a retried PUT must send the whole file again.
-            with path.open("rb") as fh:
-                return await self.http.put(
-                    upload_url,
-                    content=fh.read(),
-                    headers={"Content-Type": ctype},
-                    timeout=self._transfer_timeout(),
+    async def cdn_token(self, *, trace: CallTrace | None = None) -> CdnToken:
+        """fal's CDN upload token (fal_client's CDNTokenManager), fetched again when expired."""
+        async with self._token_lock:
+            if self._cdn_token is None or self._cdn_token.expired():
+                url = f"{self.settings.rest_url.rstrip('/')}/storage/auth/token"
+                resp = await self.call_with_retries(
+                    "upload token",
+                    lambda: self.http.post(
+                        url,
+                        params={"storage_type": "fal-cdn-v3"},
+                        json={},
+                        headers=self._auth,
+                    ),
+                    rules=UPLOADS,
+                    trace=trace,
                 )
-
-        put_resp = await self.call_with_retries("upload", put, trace=trace)
-        if put_resp.status_code >= 300:
-            raise error_for(put_resp, "upload")
-        return file_url
+                if resp.status_code >= 300:
+                    raise error_for(resp, "the upload token")
+                self._cdn_token = CdnToken.model_validate(resp.json())
+            return self._cdn_token
 
     async def download(
         self, url: str, dest: Path, *, trace: CallTrace | None = None
     ) -> tuple[int, str]:
-        """Stream a result file from fal's CDN (no credentials sent); returns (bytes, sha256)."""
+        """Stream a result file from fal's CDN (no credentials sent); returns (bytes, sha256).
+
+        A refusal (a CDN file's access control, a 404) fails this job only, with fal's message.
+        """
 
         async def get() -> httpx.Response:
             digest = hashlib.sha256()
             size = 0
-            async with self.http.stream("GET", url, timeout=self._transfer_timeout()) as resp:
+            async with self.http.stream("GET", url, timeout=self.transfer_timeout()) as resp:
                 if resp.status_code < 300:
                     with dest.open("wb") as fh:
                         async for chunk in resp.aiter_bytes(CHUNK):
@@ -462,19 +635,24 @@ class FalClient:
                             digest.update(chunk)
                             size += len(chunk)
                     resp.extensions["matteflow"] = (size, digest.hexdigest())
+                else:
+                    await resp.aread()  # the error body: fal's message
                 return resp
 
         resp = await self.call_with_retries("download", get, trace=trace)
         if resp.status_code >= 300:
+            answer = FalAnswer.of(resp)
             raise EndpointError(
-                f"download of {redact_url(url)} failed (HTTP {resp.status_code})",
+                f"download of {redact_url(url)} failed ({answer.describe()})",
                 code=ErrorCode.fal_download_failed,
                 status_code=resp.status_code,
+                error_type=answer.error_type,
+                request_id=answer.request_id,
             )
         size, sha = resp.extensions["matteflow"]
         return int(size), str(sha)
 
-    def _transfer_timeout(self) -> httpx.Timeout:
+    def transfer_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(
             self.settings.transfer_timeout_s, connect=self.settings.connect_timeout_s
         )

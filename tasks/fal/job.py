@@ -35,13 +35,14 @@ from tasks.errors import (
     SubmitOutcomeUnknown,
 )
 from tasks.fal.client import CallTrace, FalClient, QueueStatus
+from tasks.fal.expect import fal_expectation
 from tasks.fal.files import FalOutputs, parse_outputs
+from tasks.fal.uploads import upload_file
 from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
 from tasks.ledger.reuse import reusable
 from tasks.media.facts import VideoFacts, read_video_facts
-from tasks.media.formats import spec_for
 from tasks.media.inputs import local_path, readable_location
 from tasks.media.preflight import InputSettings, check_limits, check_remote, sniff_file
 from tasks.media.verify import (
@@ -161,7 +162,7 @@ async def fal_input_url(job: Job, location: str, runner: FalRunner, trace: CallT
     if path is None:
         return location
     check_reachable(job, runner)
-    return await runner.client.upload(path, trace=trace)
+    return await upload_file(runner.client, path, trace=trace)
 
 
 def precheck(location: str, limits: InputSettings, ask_server: bool) -> int | None:
@@ -253,6 +254,8 @@ async def submit_job(
         entry.attempts += 1
         await save(ledger, entry, "submitting")
         sub = await runner.client.submit(runner.app, arguments, trace=trace)
+        trace.submitted = True
+        entry.metrics.pop("possibly_billed_usd", None)  # an earlier submission's, not this one's
         entry.state, entry.request_id = JobState.submitted, sub.request_id
         sub = sub.model_copy(update={"submitted_at": now_iso()})
         entry.fal = FalHandles(app=runner.app, submission=sub)
@@ -267,13 +270,6 @@ def outputs_of(result: dict[str, Any]) -> FalOutputs:
         raise EndpointError(
             "fal.ai result has no video output", code=ErrorCode.fal_bad_result
         ) from exc
-
-
-def input_frames(entry: LedgerEntry) -> int | None:
-    """The input's frame count when it was stated, not estimated (older entries say ``exact``)."""
-    probed = entry.metrics.get("input") or {}
-    exact = probed.get("frames_exact", probed.get("exact"))
-    return probed.get("frames") if exact else None
 
 
 def failed_verification(entry: LedgerEntry, code: ErrorCode | None, error: str | None) -> Status:
@@ -294,10 +290,8 @@ async def bring_home(
     """Download, verify and store the outputs; set the actual cost. Returns the row status."""
     outputs = outputs_of(result)
     options = runner.info.options(job.params)
-    spec = spec_for(runner.info.output_format(options))
-    expected = Expectation(
-        spec=spec, transparent=runner.info.transparent(options), frames=input_frames(entry)
-    )
+    expected = fal_expectation(runner.info, options, entry.metrics.get("input"), outputs.video)
+    spec = expected.spec
     entry.fal = entry.fal or FalHandles()
     mask_video = outputs.mask_video.stored() if outputs.mask_video else None
     entry.fal.result = FalResult(video=outputs.video.stored(), mask_video=mask_video)
@@ -430,6 +424,7 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
             entry,
             Status.skipped,
             cost_usd=0.0,
+            possibly_billed_usd=0.0,
             started_at=started_at,
             finished_at=now_iso(),
             elapsed_s=round(time.perf_counter() - t0, 3),
@@ -447,10 +442,12 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
     seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
     entry.metrics["fal_error_types"] = sorted(seen)
     await save(ledger, entry, status.value)
+    billed = entry.metrics.get("possibly_billed_usd", 0.0) if trace.submitted else 0.0
     return ResultRow.from_entry(
         job,
         entry,
         status,
+        possibly_billed_usd=billed,
         started_at=started_at,
         finished_at=now_iso(),
         elapsed_s=round(time.perf_counter() - t0, 3),
@@ -482,7 +479,10 @@ async def attempt(
             )
         result = await runner.client.result(sub.response_url, trace=trace)
         return await bring_home(job, entry, storage, runner, result, final, trace)
-    except AuthError:
+    except AuthError as exc:
+        if entry.state is JobState.submitting:  # fal refused the submit: nothing was queued
+            entry.state = JobState.failed
+        entry.error_code, entry.error = exc.code, exc.message
         await save(ledger, entry, "auth_error")
         raise
     except BudgetExceeded as exc:
@@ -496,8 +496,18 @@ async def attempt(
         entry.error_code, entry.error = exc.code, exc.message
         if isinstance(exc, EndpointError) and exc.error_type:
             trace.error_types.append(exc.error_type)
-            entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
+            if exc.error_type not in exc.message:
+                entry.error = f"{exc.message} [X-Fal-Error-Type: {exc.error_type}]"
+        note_possible_billing(entry, trace)
     return Status.failed
+
+
+def note_possible_billing(entry: LedgerEntry, trace: CallTrace) -> None:
+    """fal's FAQ: invalid inputs (422) may still be charged, server errors (5xx) never are; a
+    422 of a job this run submitted counts its estimate as possibly billed (the
+    ``possibly_billed_usd`` column, the budget)."""
+    if trace.submitted and entry.error_code == ErrorCode.fal_validation_error:
+        entry.metrics["possibly_billed_usd"] = entry.estimated_cost_usd or 0.0
 
 
 async def submission_for(

@@ -60,6 +60,9 @@ class ResultRow(BaseModel):
     verify_reasons: str | None = None  # every failed check's code, comma-separated
     run_name: str | None = None  # the run whose report holds the row (set by the flow)
     flow_run_id: str | None = None  # the Prefect flow run that produced the row
+    # fal's FAQ: a 422 (invalid input) may still be charged: its estimate, counted against the
+    # budget and in the cost report, though ``cost_usd`` stays what fal surely billed.
+    possibly_billed_usd: float = 0.0
 
     @model_validator(mode="before")
     @classmethod
@@ -71,7 +74,7 @@ class ResultRow(BaseModel):
                 raise KeyError(f"unknown result columns: {sorted(unknown)}")
         return values
 
-    @field_validator("estimated_cost_usd", "cost_usd", mode="before")
+    @field_validator("estimated_cost_usd", "cost_usd", "possibly_billed_usd", mode="before")
     @classmethod
     def _zero_cost(cls, value: Any) -> Any:
         return 0.0 if value is None else value
@@ -117,6 +120,7 @@ class ResultRow(BaseModel):
             sha256=entry.sha256,
             estimated_cost_usd=entry.estimated_cost_usd,
             cost_usd=entry.cost_usd,
+            possibly_billed_usd=entry.metrics.get("possibly_billed_usd", 0.0),
             **verification_columns(entry.verification),
         )
         values.update(extra)

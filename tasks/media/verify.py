@@ -381,6 +381,8 @@ def _matte(expected: Expectation, found: VideoProbe, settings: VerifySettings) -
     fg = found.fg_fraction
     if fg is None:
         return
+    if not expected.transparent and expected.background_rgb is None:
+        return  # an opaque output's alpha (GIF decodes to BGRA, all opaque) says nothing
     if fg < settings.min_fg_fraction:
         yield (
             ErrorCode.matte_empty,

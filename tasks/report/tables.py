@@ -18,7 +18,7 @@ from tasks.ledger.jobs import Status
 from tasks.ledger.results import RESULT_COLUMNS, ResultRow, results_table
 from tasks.storage.store import Storage, redact_url
 
-_NUMERIC_ZERO = ("estimated_cost_usd", "cost_usd")
+_NUMERIC_ZERO = ("estimated_cost_usd", "cost_usd", "possibly_billed_usd")
 OK_STATUSES = (Status.succeeded.value, Status.skipped.value)
 REPORT_FILES = (
     "results.parquet",
@@ -52,8 +52,14 @@ def _figures(part: pd.DataFrame) -> dict[str, Any]:
         "video_minutes": round(minutes, 4),
         "estimated_cost_usd": round(float(part["estimated_cost_usd"].sum()), 6),
         "cost_usd": round(cost, 6),
+        "possibly_billed_usd": round(float(part["possibly_billed_usd"].sum()), 6),
         "usd_per_video_minute": round(cost / minutes, 6) if minutes else 0.0,
     }
+
+
+def _charged(results: pd.DataFrame) -> float:
+    """What counts against a budget: the billed cost and what 422s may have been billed."""
+    return float(results["cost_usd"].sum()) + float(results["possibly_billed_usd"].sum())
 
 
 def cost_table(results: pd.DataFrame, budget_usd: float | None = None) -> pd.DataFrame:
@@ -74,7 +80,7 @@ def cost_table(results: pd.DataFrame, budget_usd: float | None = None) -> pd.Dat
     total = {"group": "total", "endpoint": TOTAL, "status": ALL, **_figures(keyed)}
     total["budget_usd"] = budget_usd
     total["budget_left_usd"] = (
-        None if budget_usd is None else round(budget_usd - float(keyed["cost_usd"].sum()), 6)
+        None if budget_usd is None else round(budget_usd - _charged(keyed), 6)
     )
     rows.append(total)
     return pd.DataFrame(rows)
@@ -128,7 +134,8 @@ def budget_status(results: pd.DataFrame, budget_usd: float | None) -> dict[str, 
     return {
         "budget_usd": budget_usd,
         "spent_usd": spent,
-        "remaining_usd": None if budget_usd is None else round(budget_usd - spent, 6),
+        "possibly_billed_usd": round(float(results["possibly_billed_usd"].sum()), 6),
+        "remaining_usd": None if budget_usd is None else round(budget_usd - _charged(results), 6),
         "skipped_for_budget": int((results["status"] == Status.skipped_budget.value).sum()),
     }
 
@@ -149,6 +156,7 @@ def summary(
         "totals": {
             "estimated_cost_usd": totals["estimated_cost_usd"],
             "cost_usd": totals["cost_usd"],
+            "possibly_billed_usd": totals["possibly_billed_usd"],
             "frames": totals["frames"],
             "video_seconds": round(float(_num(results["duration_s"]).sum()), 3),
             "usd_per_video_minute": totals["usd_per_video_minute"],

@@ -97,6 +97,7 @@ class PoolResult:
     cancelled: bool = False
     cancel_reason: str | None = None
     elapsed_s: float = 0.0
+    failure: BaseException | None = None  # the fatal error that stopped the run, if any
 
 
 @dataclass
@@ -106,6 +107,7 @@ class _State:
     admission: Admission
     fatal: tuple[type[BaseException], ...] = ()
     stopping: bool = False
+    stop_reason: str | None = None  # the fatal error's message, added to interrupted rows
     in_flight: dict[int, Job] = field(default_factory=dict)  # worker index -> its job
 
 
@@ -118,19 +120,24 @@ async def run_pool(
     on_row: Callable[[Row], None] | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
     fatal: tuple[type[BaseException], ...] = (),
+    raise_fatal: bool = True,
 ) -> PoolResult:
     """Run every job through ``handler`` with at most the pacer's cap in flight.
 
     Ends when all jobs have a row, or when ``cancel`` is set or this coroutine is cancelled:
     then it returns normally with ``cancelled=True`` and a row for every job, so the caller can
-    still write its (partial) report. A job raising one of ``fatal`` stops every job and the
-    error is raised again.
+    still write its (partial) report. A job raising one of ``fatal`` stops every job: its own
+    row says why, the jobs not started end ``cancelled`` with that reason, and the error is
+    raised again (or, with ``raise_fatal=False``, returned in ``failure`` once every row is in,
+    so the caller can write the report first).
     """
     t0 = time.perf_counter()
     result = PoolResult()
 
     def emit(row: Row) -> None:
-        admission.budget.settle(str(row.job_key), row.cost_usd)
+        if state.stop_reason and row.status is Status.cancelled:  # every row says why
+            row = row.model_copy(update={"error": _why(row.error or "cancelled", state)})
+        admission.budget.settle(str(row.job_key), row.cost_usd + row.possibly_billed_usd)
         result.rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -139,11 +146,13 @@ async def run_pool(
     workers = _start_workers(state, handler)
     failure = await _wait_for_workers(workers, cancel or asyncio.Event(), result)
     if result.cancelled:
+        state.stop_reason = None if failure is None else f"the run stopped: {failure}"
         await _stop(state, workers, cancel_grace_s)
         for job in state.jobs:  # never started: no request was sent for these
             emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, NOT_STARTED))
     result.elapsed_s = time.perf_counter() - t0
-    if failure is not None:
+    result.failure = failure
+    if failure is not None and raise_fatal:
         raise failure
     return result
 
@@ -204,11 +213,8 @@ async def _stop(state: _State, workers: list[asyncio.Task[None]], grace_s: float
     if stuck:
         await asyncio.wait(stuck, timeout=1.0)
     for index, job in list(state.in_flight.items()):  # workers that could not finish cleanly
-        state.emit(
-            ended_row(
-                job, Status.cancelled, ErrorCode.cancelled, "run cancelled while this job ran"
-            )
-        )
+        text = "run cancelled while this job ran"
+        state.emit(ended_row(job, Status.cancelled, ErrorCode.cancelled, text))
         state.in_flight.pop(index, None)
 
 
@@ -228,7 +234,10 @@ async def _worker(index: int, state: _State, handler: JobHandler) -> None:
             async with nullcontext() if handler.holds_slot else pacer.job():
                 try:
                     row = await handler.run(job)
-                except state.fatal:
+                except state.fatal as exc:  # the job's own row says why the run stops
+                    state.in_flight.pop(index, None)
+                    code = getattr(exc, "code", ErrorCode.internal_error)
+                    state.emit(ended_row(job, Status.failed, code, str(exc), attempts=1))
                     raise
                 except Exception as exc:  # a bug must not lose the row: report it and go on
                     row = _guarded(handler.interrupted_row, job, exc)
@@ -241,6 +250,13 @@ async def _worker(index: int, state: _State, handler: JobHandler) -> None:
             return
         state.in_flight.pop(index, None)
         state.emit(row)
+
+
+def _why(text: str, state: _State) -> str:
+    """A cancelled row's error, with the reason the run stopped when a fatal error stopped it."""
+    if not state.stop_reason or state.stop_reason in text:
+        return text
+    return f"{text}: {state.stop_reason}"[:500]
 
 
 def _guarded(make: Callable[[Job, BaseException | None], Row], job: Job, exc: Any) -> Row:

@@ -6,7 +6,11 @@ It speaks the parts of fal's protocol that matteflow uses (FACTS.md):
 * ``GET  /{owner}/{app}/requests/{id}/status`` 202 ``IN_QUEUE``/``IN_PROGRESS``, 200 ``COMPLETED`` (+ ``metrics``, ``error``, ``error_type``)
 * ``GET  /{owner}/{app}/requests/{id}``        the result (200), 422 ``{"detail": [{loc, msg, type}]}``, 400 while running
 * ``PUT  /{owner}/{app}/requests/{id}/cancel`` 202 ``CANCELLATION_REQUESTED`` / 400 ``ALREADY_COMPLETED`` / 404 ``NOT_FOUND``
-* ``POST /storage/upload/initiate``            -> ``{upload_url, file_url}``; ``PUT upload_url`` stores the bytes
+* ``POST /storage/upload/initiate``            -> ``{upload_url, file_url}``; ``PUT upload_url`` stores the bytes (old flow)
+* ``POST /storage/auth/token?storage_type=fal-cdn-v3`` -> ``{token, token_type, base_url, expires_at}``
+* ``POST /files/upload``                       (CDN token) body streamed to disk -> ``{access_url}``; 413 over ``upload_limit_bytes``
+* ``POST /files/upload/multipart``             -> ``{access_url, uploadId}``; ``PUT {access_url}/multipart/{id}/{n}`` -> ``ETag``;
+  ``POST {access_url}/multipart/{id}/complete`` ``{"parts": [{partNumber, etag}]}`` joins the parts
 * ``GET  /files/{token}/{name}``               the "CDN": uploaded inputs, outputs, and files from ``serve_file``
 
 Apps: ``pixelcut/video-background-removal`` and ``fal-ai/birefnet/v2/video``. Jobs run on a pool
@@ -29,6 +33,18 @@ Stable API (issue 5 benchmarks rely on it)::
     fake.peak_in_progress, fake.in_progress, fake.calls[(kind, status)], fake.injected[kind]
     fake.stats() -> dict (a snapshot of the counters); fake.reset_counters(); fake.stop()
 
+Harder behaviours (issue 13), each off by default::
+
+    fake.faults = Faults(kinds=("500",), calls=("status",))  # fal's own 500s, with request ids
+    fake.locked = "User is locked. Reason: Exhausted balance…"  # 403 on every API call
+    fake.forbid_output_inputs / fake.half_size_inputs      # substrings: CDN 403 / half-size output
+    fake.upload_limit_bytes, fake.uploads_seen               # 413 above it; (kind, bytes) per upload
+    fake.null_metrics, fake.unknown_status                   # "metrics": null / an unknown status
+    fake.submit_headers                                      # the headers of every accepted submit
+pixelcut's ``background_color`` must be an object ``{r, g, b}`` (else the result is a 422), and
+``X-Fal-Request-Timeout`` gives up a job not started in time (result: 504 with
+``X-Fal-Request-Timeout-Type: user``).
+
 ``FakeFal`` is also a context manager. The ``fake_fal`` fixture in tests/conftest.py gives a
 fresh one per test with zero latency and FAL_* environment variables pointing at it.
 """
@@ -45,6 +61,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -75,8 +92,9 @@ class Faults:
     """Random transient faults: each matching call fails with probability ``rate``.
 
     kinds: "429" (Retry-After: ``retry_after``), "503" (nginx ingress page, no
-    x-fal-request-id), "drop" (connection closed without a response; on submit the job is NOT
-    created). calls: which calls may fail: submit, status, result, cancel, upload, file (GET of
+    x-fal-request-id), "500" (fal's own error: JSON, ``x-fal-request-id``, an error type; on a
+    submit the job is NOT created), "drop" (connection closed without a response; on submit the
+    job is NOT created). calls: which calls may fail: submit, status, result, cancel, upload, file (GET of
     an output on the CDN), input (GET of a served or uploaded input: by the client's probe and by
     the fake's own workers).
     """
@@ -112,6 +130,8 @@ class FakeJob:
     error: str | None = None
     error_type: str | None = None
     validation: list[dict[str, Any]] | None = None
+    start_timeout_s: float | None = None  # X-Fal-Request-Timeout of its submit
+    start_timed_out: bool = False  # not started within it: given up, unbilled
 
 
 def app_of(path: str) -> str | None:
@@ -161,6 +181,39 @@ def write_mask(src: Path, dst: Path, *, invert: bool = False) -> None:
         out.mux(stream.encode(None))
 
 
+def rgb_problems(job: FakeJob) -> list[dict[str, Any]]:
+    """pixelcut's RGBColor is an object of three 0-255 integers: anything else is a 422."""
+    colour = job.arguments.get("background_color")
+    if colour is None:
+        return []
+    ok = isinstance(colour, dict) and set(colour) == {"r", "g", "b"}
+    ok = ok and all(isinstance(v, int) and 0 <= v <= 255 for v in colour.values())
+    if ok:
+        return []
+    return [
+        {
+            "loc": ["body", "background_color"],
+            "msg": "Input should be a valid dictionary or instance of RGBColor",
+            "type": "model_type",
+        }
+    ]
+
+
+def write_half_size(src: Path, dst: Path) -> None:
+    """The input at half its width and height (a broken endpoint that resizes)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="matroska") as out:
+        vin = inp.streams.video[0]
+        stream = out.add_stream("ffv1", rate=vin.average_rate or 25)
+        stream.width = max(2, vin.codec_context.width // 2 // 2 * 2)
+        stream.height = max(2, vin.codec_context.height // 2 // 2 * 2)
+        stream.pix_fmt = "yuv420p"
+        for i, frame in enumerate(inp.decode(vin)):
+            small = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+            small.pts, small.time_base = i, Fraction(1, 1) / (vin.average_rate or 25)
+            out.mux(stream.encode(small))
+        out.mux(stream.encode(None))
+
+
 class FakeFal:
     """See the module docstring; every public attribute is safe to read while it runs."""
 
@@ -187,6 +240,16 @@ class FakeFal:
         self.fail_inputs: set[str] = set()  # video_url substrings: job COMPLETED with error
         self.reject_inputs: set[str] = set()  # video_url substrings: result is a 422
         self.invert_mask_inputs: set[str] = set()  # video_url substrings: mask is inverted
+        self.locked: str | None = None  # 403 {"detail": locked} on every API call
+        self.forbid_output_inputs: set[str] = set()  # video_url substrings: output CDN 403
+        self.half_size_inputs: set[str] = set()  # video_url substrings: output at half size
+        self.upload_limit_bytes: int | None = None  # single uploads and parts above it: 413
+        self.null_metrics = False  # COMPLETED with "metrics": null
+        self.unknown_status: str | None = None  # status polls answer this status string
+        self.queue_wait_s = 0.0  # every job waits this long IN_QUEUE before a runner takes it
+        self.forbidden_tokens: set[str] = set()
+        self.cdn_token = uuid.uuid4().hex
+        self._multipart: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, FakeJob] = {}
         self._lock = threading.Lock()
         self._outputs: dict[str, dict[str, Any]] = {}
@@ -254,6 +317,8 @@ class FakeFal:
         self.completed = 0
         self.cancelled = 0
         self.encodes = 0
+        self.submit_headers: list[dict[str, str]] = []
+        self.uploads_seen: list[tuple[str, int]] = []  # (single|part|complete, bytes)
 
     def count(self, kind: str, status: int) -> None:
         with self._lock:
@@ -294,10 +359,15 @@ class FakeFal:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def submit(self, app: str, arguments: dict[str, Any]) -> FakeJob:
+    def submit(
+        self, app: str, arguments: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> FakeJob:
         root = "/".join(app.split("/")[:2])
         job = FakeJob(id=str(uuid.uuid4()), app=app, root=root, arguments=arguments)
+        timeout = (headers or {}).get("x-fal-request-timeout")
+        job.start_timeout_s = float(timeout) if timeout else None
         with self._lock:
+            self.submit_headers.append(dict(headers or {}))
             self.jobs[job.id] = job
             self.accepted[app] += 1
             self.accepted_inputs[(app, str(arguments.get("video_url")))] += 1
@@ -305,7 +375,16 @@ class FakeFal:
         return job
 
     def _run(self, job: FakeJob) -> None:
+        if self.queue_wait_s:
+            time.sleep(self.queue_wait_s)
         if job.cancelled:
+            return
+        waited = time.monotonic() - job.submitted_at
+        if job.start_timeout_s is not None and waited > job.start_timeout_s:
+            with self._lock:  # fal gives it up before any runner starts: no charge
+                job.start_timed_out, job.state = True, "COMPLETED"
+                job.finished_at = time.monotonic()
+                self.completed += 1
             return
         with self._lock:
             job.state, job.started_at = "IN_PROGRESS", time.monotonic()
@@ -339,18 +418,20 @@ class FakeFal:
         if any(s in url for s in self.fail_inputs):
             job.error, job.error_type = "Internal error while processing the video", "runner_error"
             return
+        problems = rgb_problems(job) if job.app == PIXELCUT else []
+        if problems:
+            job.validation = problems
+            return
         job.result = self._render(job)
 
     def _render(self, job: FakeJob) -> dict[str, Any]:
         args = job.arguments
         if job.app == PIXELCUT:
-            options = RemovalOptions.model_validate(
-                {
-                    k: args[k]
-                    for k in ("background", "background_color", "output_format")
-                    if k in args
-                }
-            )
+            values = {k: args[k] for k in ("background", "output_format") if k in args}
+            colour = args.get("background_color")
+            if isinstance(colour, dict):
+                values["background_color"] = (colour["r"], colour["g"], colour["b"])
+            options = RemovalOptions.model_validate(values)
             want_mask = False
         else:
             fmt = BIREFNET_TYPES[args.get("video_output_type", "X264 (.mp4)")]
@@ -361,7 +442,13 @@ class FakeFal:
             want_mask = bool(args.get("output_mask"))
         cache_key = hashlib.sha256(
             json.dumps(
-                [job.app, args.get("video_url"), options.model_dump(mode="json"), want_mask]
+                [
+                    job.app,
+                    args.get("video_url"),
+                    options.model_dump(mode="json"),
+                    want_mask,
+                    self._marks(str(args.get("video_url"))),
+                ]
             ).encode()
         ).hexdigest()
         with self._lock:
@@ -387,6 +474,10 @@ class FakeFal:
             with src.open("wb") as fh:
                 for chunk in resp.iter_bytes():
                     fh.write(chunk)
+        if any(x in url for x in self.half_size_inputs):
+            half = work / "half.mkv"
+            write_half_size(src, half)
+            src = half
         out = work / f"out{spec.extension}"
         res = remove_background(src, out, options, segmenter=_Ellipse(), smoothing=1.0)
         with self._lock:
@@ -399,6 +490,8 @@ class FakeFal:
             "file_name": name,
             "file_size": size,
         }
+        if any(x in url for x in self.forbid_output_inputs):  # the CDN refuses this file
+            self.forbidden_tokens.add(urlsplit(video["url"]).path.split("/")[2])
         result: dict[str, Any] = {"video": video}
         if job.app == BIREFNET:
             meta = {
@@ -424,6 +517,13 @@ class FakeFal:
                     **meta,
                 }
         return result
+
+    def _marks(self, url: str) -> list[bool]:
+        """The fault marks of an input that change its rendered output (part of its cache key)."""
+        return [
+            any(x in url for x in self.half_size_inputs),
+            any(x in url for x in self.forbid_output_inputs),
+        ]
 
     def cancel(self, job: FakeJob) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -465,14 +565,59 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._left = int(self.headers.get("Content-Length") or 0) if ok else 0
+        return ok
+
+    def _unread(self) -> int:
+        """Bytes of this request's body not read yet."""
+        return self._left
+
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._unread()
+        self._left = 0
         return self.rfile.read(length) if length else b""
+
+    def _drain(self) -> None:
+        """Read and drop the rest of the body, so an early answer keeps the connection sane."""
+        left = self._unread()
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+        self._left = 0
+
+    def _body_to(self, dest: Path) -> int:
+        """Stream the request body to ``dest`` a chunk at a time; returns its size."""
+        left = self._unread()
+        self._left = 0
+        size = 0
+        with dest.open("wb") as fh:
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                fh.write(chunk)
+                size += len(chunk)
+                left -= len(chunk)
+        return size
+
+    def _too_large(self, kind: str) -> bool:
+        """413 (and the connection closed, the body unread) above ``upload_limit_bytes``."""
+        limit = self.server_fake.upload_limit_bytes
+        length = int(self.headers.get("Content-Length") or 0)
+        if limit is None or length <= limit:
+            return False
+        self._send(413, {"detail": f"File too large: {length} bytes, limit {limit}"}, kind=kind)
+        return True
 
     def _send(
         self, status: int, payload: Any, *, kind: str, headers: dict[str, str] | None = None
     ) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self._drain()
         self.send_response(status)
         ctype = "text/html" if isinstance(payload, bytes) else "application/json"
         self.send_header("Content-Type", (headers or {}).pop("Content-Type", ctype))
@@ -506,12 +651,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(429, {"detail": "Too many requests"}, kind=kind, headers=headers)
         elif choice == "503":
             self._send(503, NGINX_503, kind=kind)
+        elif choice == "500":
+            headers = {
+                "x-fal-request-id": uuid.uuid4().hex,
+                "X-Fal-Error-Type": "internal_server_error",
+            }
+            self._send(500, {"detail": "Internal Server Error"}, kind=kind, headers=headers)
         else:
             self._drop(kind)
         return True
 
     def _authorized(self, kind: str) -> bool:
         fake = self.server_fake
+        if fake.locked is not None:
+            self._send(403, {"detail": fake.locked}, kind=kind)
+            return False
         if fake.forbidden:
             self._send(403, {"detail": "Forbidden"}, kind=kind)
             return False
@@ -535,9 +689,86 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- verbs -----------------------------------------------------------------------------
 
+    def _cdn_authorized(self, kind: str) -> bool:
+        if self.headers.get("Authorization") != f"Bearer {self.server_fake.cdn_token}":
+            self._send(401, {"detail": "Invalid or expired upload token"}, kind=kind)
+            return False
+        return True
+
+    def _upload_post(self, path: str) -> bool:
+        """The CDN token and the v3 CDN's uploads (fal_client); False when not one of them."""
+        fake = self.server_fake
+        if path == "/storage/auth/token":
+            self._body()
+            if self._fault("upload") or not self._authorized("upload"):
+                return True
+            expires = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 3600))
+            token = {"token": fake.cdn_token, "token_type": "Bearer", "expires_at": expires}
+            self._send(200, {**token, "base_url": fake.base_url}, kind="upload")
+            return True
+        if path in ("/files/upload", "/files/upload/multipart"):
+            if self._fault("upload") or not self._cdn_authorized("upload"):
+                return True
+            name = Path(self.headers.get("X-Fal-File-Name") or "upload.bin").name
+            token = uuid.uuid4().hex[:12]
+            access = f"{fake.base_url}/files/{token}/{name}"
+            dest = fake.files_dir / token
+            dest.mkdir()
+            if path.endswith("/multipart"):
+                self._body()
+                upload_id = uuid.uuid4().hex
+                fake._multipart[upload_id] = {"dest": dest / name, "parts": {}}
+                self._send(200, {"access_url": access, "uploadId": upload_id}, kind="upload")
+                return True
+            if self._too_large("upload"):
+                return True
+            size = self._body_to(dest / name)
+            with fake._lock:
+                fake.uploads_seen.append(("single", size))
+            self._send(200, {"access_url": access}, kind="upload")
+            return True
+        if "/multipart/" in path and path.endswith("/complete"):
+            return self._complete_multipart(path)
+        return False
+
+    def _complete_multipart(self, path: str) -> bool:
+        fake = self.server_fake
+        body = self._body()
+        if self._fault("upload") or not self._cdn_authorized("upload"):
+            return True
+        upload_id = path.split("/multipart/")[1].split("/")[0]
+        upload = fake._multipart.get(upload_id)
+        parts = json.loads(body or b"{}").get("parts", [])
+        if upload is None:
+            self._send(404, {"detail": "Unknown upload"}, kind="upload")
+            return True
+        numbers = sorted(int(p["partNumber"]) for p in parts)
+        etags = {int(p["partNumber"]): p["etag"] for p in parts}
+        stored = upload["parts"]
+        if numbers != list(range(1, len(numbers) + 1)) or any(
+            stored.get(n, (None, ""))[1] != etags[n] for n in numbers
+        ):
+            self._send(400, {"detail": "Parts missing or ETags wrong"}, kind="upload")
+            return True
+        total = 0
+        with upload["dest"].open("wb") as out:
+            for n in numbers:
+                part_path = stored[n][0]
+                with part_path.open("rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        out.write(chunk)
+                        total += len(chunk)
+                part_path.unlink()
+        with fake._lock:
+            fake.uploads_seen.append(("complete", total))
+        self._send(200, {"ok": True}, kind="upload")
+        return True
+
     def do_POST(self) -> None:
         fake = self.server_fake
         path = urlsplit(self.path).path
+        if self._upload_post(path):
+            return
         body = self._body()
         if path == "/storage/upload/initiate":
             if self._fault("upload") or not self._authorized("upload"):
@@ -565,7 +796,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, {"detail": "body is not JSON"}, kind="submit")
             return
-        job = fake.submit(app, arguments)
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-fal")}
+        job = fake.submit(app, arguments, headers)
         with fake._lock:
             drop = fake.drop_after_accept > 0
             fake.drop_after_accept -= int(drop)
@@ -597,6 +829,9 @@ class _Handler(BaseHTTPRequestHandler):
             if ".." in path or not target.is_file():
                 self._send(404, {"detail": "Not found"}, kind="file")
                 return
+            if token in fake.forbidden_tokens:
+                self._send(403, {"detail": "Access denied: this file is private"}, kind="file")
+                return
             self._send(
                 200,
                 target.read_bytes(),
@@ -617,6 +852,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._result(job)
 
     def _status(self, job: FakeJob, query: dict[str, list[str]]) -> None:
+        if self.server_fake.unknown_status is not None:
+            self._send(202, {"status": self.server_fake.unknown_status}, kind="status")
+            return
         if job.state == "IN_QUEUE":
             payload: dict[str, Any] = {
                 "status": "IN_QUEUE",
@@ -633,6 +871,8 @@ class _Handler(BaseHTTPRequestHandler):
             "logs": [] if query.get("logs") else None,
             "metrics": {"inference_time": round((job.finished_at or started) - started, 4)},
         }
+        if self.server_fake.null_metrics or job.start_timed_out:
+            payload["metrics"] = None
         if job.error:
             payload["error"], payload["error_type"] = job.error, job.error_type
         self._send(200, payload, kind="status")
@@ -640,6 +880,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _result(self, job: FakeJob) -> None:
         if job.state != "COMPLETED":
             self._send(400, {"detail": "Request is still in progress"}, kind="result")
+        elif job.start_timed_out:
+            self._send(
+                504,
+                {"detail": "Request timed out before processing started"},
+                kind="result",
+                headers={"X-Fal-Request-Timeout-Type": "user", "x-fal-request-id": job.id},
+            )
         elif job.validation is not None:
             self._send(
                 422,
@@ -657,9 +904,34 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, job.result, kind="result", headers={"x-fal-request-id": job.id})
 
+    def _put_part(self, path: str) -> None:
+        """One part of a multipart upload, streamed to disk; its ETag is its MD5."""
+        fake = self.server_fake
+        if self._fault("upload") or not self._cdn_authorized("upload") or self._too_large("upload"):
+            return
+        upload_id, _, number = path.split("/multipart/")[1].partition("/")
+        upload = fake._multipart.get(upload_id)
+        if upload is None:
+            self._send(404, {"detail": "Unknown upload"}, kind="upload")
+            return
+        part_path = upload["dest"].parent / f".part-{upload_id}-{int(number)}"
+        size = self._body_to(part_path)
+        digest = hashlib.md5()
+        with part_path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        etag = f'"{digest.hexdigest()}"'
+        with fake._lock:
+            upload["parts"][int(number)] = (part_path, etag)
+            fake.uploads_seen.append(("part", size))
+        self._send(200, {"ok": True}, kind="upload", headers={"ETag": etag})
+
     def do_PUT(self) -> None:
         fake = self.server_fake
         path = urlsplit(self.path).path
+        if path.startswith("/files/") and "/multipart/" in path:
+            self._put_part(path)
+            return
         body = self._body()
         if path.startswith("/upload/"):
             if self._fault("upload"):

@@ -98,14 +98,30 @@ async def test_auth_error_stops_the_run(
 ) -> None:
     from flows.removal import remove_backgrounds
 
-    fake_fal.forbidden = True
-    urls = [fake_fal.serve_file(clips["silent"], f"a{i}.mp4") for i in range(3)]
+    fake_fal.locked = "User is locked. Reason: Exhausted balance. Top up at fal.ai"
+    urls = [fake_fal.serve_file(clips["silent"], f"a{i}.mp4") for i in range(6)]
     manifest = write_manifest(tmp_path / "m.csv", [{"video_url": u} for u in urls])
-    params = RunParams(manifest=str(manifest), endpoint="pixelcut", output=str(tmp_path / "o"))
+    params = RunParams(
+        manifest=str(manifest),
+        endpoint="pixelcut",
+        output=str(tmp_path / "o"),
+        run_name="locked",
+        max_in_flight=1,
+    )
     with pytest.raises(AuthError) as info:
         await remove_backgrounds(params)
     assert fake_fal.key not in str(info.value)
+    assert "User is locked. Reason: Exhausted balance" in str(info.value)
     assert sum(fake_fal.accepted.values()) == 0
+    # The report is written before the run stops: the refused job says why, the jobs not
+    # started end cancelled with fal's reason.
+    results = pd.read_csv(tmp_path / "o" / "runs" / "locked" / "results.csv")
+    assert len(results) == 6
+    failed = results[results["status"] == "failed"]
+    assert list(failed["error_code"]) == ["auth_error"]
+    cancelled = results[results["status"] == "cancelled"]
+    assert len(cancelled) >= 3
+    assert all("User is locked" in e for e in cancelled["error"]), list(cancelled["error"])
 
 
 def ledger_states(out: Path) -> list[dict[str, object]]:

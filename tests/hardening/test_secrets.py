@@ -152,7 +152,7 @@ def test_no_secret_reaches_any_output(
         tally["fal_faults"] += sum(fake.injected.values())
 
         # 2. fal with a revoked key: the run stops with an AuthError.
-        fake.forbidden = True
+        fake.locked = "User is locked. Reason: Exhausted balance."
         run_id, raised = asyncio.run(
             run_flow(
                 RunParams(
@@ -166,10 +166,10 @@ def test_no_secret_reaches_any_output(
         run_ids.append(run_id)
         assert isinstance(raised, AuthError)
         errors.append(raised)
-        fake.forbidden = False
+        fake.locked = None
 
         # 3. The same through the CLI, in process: what a terminal user sees.
-        fake.forbidden = True
+        fake.locked = "User is locked. Reason: Exhausted balance."
         result = CliRunner().invoke(
             app,
             [
@@ -181,7 +181,7 @@ def test_no_secret_reaches_any_output(
                 str(tmp_path / "cli-out"),
             ],
         )
-        fake.forbidden = False
+        fake.locked = None
         assert result.exit_code == 2
         leaks += leaks_in_text(result.output, "CLI output")
 

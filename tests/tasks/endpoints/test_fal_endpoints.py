@@ -25,7 +25,8 @@ def test_pixelcut_defaults_and_body() -> None:
     }
     custom = PixelcutOptions(background="custom", background_color="#0AFF10")
     body = pixelcut_arguments(custom, "u")
-    assert body["background_color"] == [10, 255, 16] and body["output_format"] == "mp4_h264"
+    assert body["background_color"] == {"r": 10, "g": 255, "b": 16}
+    assert body["output_format"] == "mp4_h264"
     with pytest.raises(ValidationError, match="carries no alpha"):
         PixelcutOptions(output_format="mov_h265")
     with pytest.raises(ValidationError, match="only used with background=custom"):

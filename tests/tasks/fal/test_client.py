@@ -13,6 +13,8 @@ from pydantic import SecretStr
 
 from tasks.errors import AuthError, EndpointError, RetryableEndpointError, SubmitOutcomeUnknown
 from tasks.fal.client import (
+    READS,
+    SUBMIT,
     FalClient,
     FalSettings,
     PollPolicy,
@@ -22,6 +24,7 @@ from tasks.fal.client import (
     should_retry_exception,
     should_retry_status,
 )
+from tasks.fal.uploads import upload_file
 from tasks.retry import Backoff, backoff_delay
 from tests.fakes.fal_server import BIREFNET, PIXELCUT, FakeFal, Faults
 
@@ -49,16 +52,19 @@ def settings(**kw: Any) -> FalSettings:
         (503, NO_HEADERS, True, True),  # ingress refused it: nothing queued
         (504, NO_HEADERS, False, True),
         (504, NO_HEADERS, True, False),  # a gateway timeout may come after the job was queued
-        (503, FAL_HEADERS, False, False),  # fal's own 503 is an answer, not a gateway hiccup
-        (500, NO_HEADERS, False, False),
+        (503, FAL_HEADERS, True, False),  # on a submit fal's own 503 may follow a queued job
+        (500, NO_HEADERS, True, False),
+        (500, FAL_HEADERS, False, True),  # a read can never bill: fal's own 500 is retried
+        (503, FAL_HEADERS, False, True),
         (422, NO_HEADERS, False, False),
         (401, NO_HEADERS, False, False),
+        (403, NO_HEADERS, False, False),
     ],
 )
 def test_should_retry_status(
     status: int, headers: httpx.Headers, submit: bool, expected: bool
 ) -> None:
-    assert should_retry_status(status, headers, submit=submit) is expected
+    assert should_retry_status(status, headers, SUBMIT if submit else READS) is expected
 
 
 def test_transport_errors_retry_except_a_submit_that_may_have_arrived() -> None:
@@ -67,9 +73,9 @@ def test_transport_errors_retry_except_a_submit_that_may_have_arrived() -> None:
     read = httpx.ReadTimeout("slow", request=req)
     dropped = httpx.RemoteProtocolError("disconnected", request=req)
     assert should_retry_exception(read) and should_retry_exception(dropped)
-    assert should_retry_exception(connect, submit=True)
-    assert not should_retry_exception(read, submit=True)
-    assert not should_retry_exception(dropped, submit=True)
+    assert should_retry_exception(connect, SUBMIT)
+    assert not should_retry_exception(read, SUBMIT)
+    assert not should_retry_exception(dropped, SUBMIT)
 
 
 def test_retry_after_seconds_and_date() -> None:
@@ -185,13 +191,20 @@ async def test_status_gives_up_after_max_attempts() -> None:
     await client.aclose()
 
 
-@pytest.mark.parametrize("status", [401, 403])
-async def test_auth_errors_stop_at_once_and_name_no_secret(status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "detail"),
+    [
+        (401, "bad key"),
+        (403, "User is locked. Reason: Exhausted balance. Top up your balance"),
+        (403, "Invalid API key"),
+    ],
+)
+async def test_auth_errors_stop_at_once_and_name_no_secret(status: int, detail: str) -> None:
     calls = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        return httpx.Response(status, json={"detail": f"bad key {SECRET}"})
+        return httpx.Response(status, json={"detail": f"{detail} {SECRET}"})
 
     client, _ = mock_client(handler)
     with pytest.raises(AuthError) as info:
@@ -199,6 +212,7 @@ async def test_auth_errors_stop_at_once_and_name_no_secret(status: int) -> None:
     assert len(calls) == 1
     assert SECRET not in str(info.value) and SECRET not in repr(info.value)
     assert info.value.code == "auth_error" and info.value.status_code == status
+    assert detail in str(info.value)  # fal's own message, not "check FAL_KEY"
     await client.aclose()
 
 
@@ -250,7 +264,7 @@ async def test_round_trip_both_apps_with_faults(
 ) -> None:
     fake_fal.faults = Faults(rate=0.3, calls=("status", "result", "file", "upload"), seed=3)
     client = live_client(fake_fal)
-    url = await client.upload(clips["person"])
+    url = await upload_file(client, clips["person"])
     for app, args in [
         (PIXELCUT, {"video_url": url, "output_format": "webm_vp9"}),
         (BIREFNET, {"video_url": url, "video_output_type": "VP9 (.webm)", "output_mask": True}),
@@ -302,10 +316,10 @@ async def test_job_error_and_422_and_cancel(fake_fal: FakeFal, clips: dict[str, 
     await client.aclose()
 
 
-async def test_forbidden_key_raises_auth_error(fake_fal: FakeFal) -> None:
-    fake_fal.forbidden = True
+async def test_locked_account_raises_auth_error(fake_fal: FakeFal) -> None:
+    fake_fal.locked = "User is locked. Reason: Exhausted balance."
     client = live_client(fake_fal)
-    with pytest.raises(AuthError):
+    with pytest.raises(AuthError, match="User is locked"):
         await client.submit(PIXELCUT, {"video_url": "x"})
     assert fake_fal.accepted[PIXELCUT] == 0
     await client.aclose()

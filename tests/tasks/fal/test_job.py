@@ -179,13 +179,22 @@ async def test_local_input_refused_when_uploads_are_off(
 async def test_auth_error_propagates_and_leaves_no_secret(
     fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
 ) -> None:
-    fake_fal.forbidden = True
+    fake_fal.locked = "User is locked. Reason: Exhausted balance. Top up at fal.ai/dashboard"
     runner = runner_for(fake_fal, "pixelcut")
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
     with pytest.raises(AuthError) as info:
         await run_fal_job(job, storage, runner)
     assert fake_fal.key not in str(info.value)
+    assert "User is locked. Reason: Exhausted balance" in str(info.value)
     assert fake_fal.key not in (storage.read_bytes(f"jobs/{job.key}.json") or b"").decode()
+    # fal refused the submit: the entry leaves "submitting", so the next run submits it again
+    # (not submit_unknown) once the account is unlocked.
+    entry = Ledger(storage).get(job.key)
+    assert entry is not None and entry.state is JobState.failed
+    assert entry.error_code == "auth_error" and "User is locked" in (entry.error or "")
+    fake_fal.locked = None
+    row = await run_fal_job(job, storage, runner)
+    assert row["status"] == "succeeded" and fake_fal.accepted[PIXELCUT] == 1
     await runner.aclose()
 
 
