@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from flows.params import RunParams
+from tasks.errors import RunFailed
 from tests.fakes.fal_server import PIXELCUT, FakeFal, Faults
 from tests.flows.test_removal_fal import write_manifest
 
@@ -76,7 +77,9 @@ async def test_422_counts_against_the_budget(
         fal_start_timeout_s=600,
         fal_no_retry=True,
     )
-    summary = await remove_backgrounds(params)
+    with pytest.raises(RunFailed) as failed:  # no row succeeded: the run ends Failed (issue 15)
+        await remove_backgrounds(params)
+    summary = failed.value.summary
     results = pd.read_csv(tmp_path / "o" / "runs" / "budget" / "results.csv")
     assert sorted(results["status"]) == ["failed", "failed", "skipped_budget"]
     assert sorted(results["possibly_billed_usd"]) == [0.0, 0.022, 0.022]
