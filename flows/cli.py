@@ -62,6 +62,12 @@ ResubmitOpt = Annotated[
 RetryFailedOpt = Annotated[
     bool, typer.Option(help="fal: submit again jobs fal reported as failed earlier.")
 ]
+ResubmitExpiredOpt = Annotated[
+    bool,
+    typer.Option(
+        help="fal: pay again for jobs whose result fal dropped unread (fal_result_expired)."
+    ),
+]
 FalUploadsOpt = Annotated[
     bool | None,
     typer.Option("--fal-uploads/--no-fal-uploads", help="fal: upload local input files."),
@@ -186,6 +192,7 @@ def run(
     budget: BudgetOpt = None,
     resubmit_unknown: ResubmitOpt = False,
     retry_failed: RetryFailedOpt = False,
+    resubmit_expired: ResubmitExpiredOpt = False,
     fal_uploads: FalUploadsOpt = None,
     presign_expiry: PresignOpt = None,
     s3_endpoint_url: S3Opt = None,
@@ -205,6 +212,7 @@ def run(
         budget_usd=budget,
         resubmit_unknown=resubmit_unknown or None,
         retry_failed=retry_failed or None,
+        resubmit_expired=resubmit_expired or None,
         fal_uploads=fal_uploads,
         presign_expiry_s=presign_expiry,
         submit_rate=submit_rate,

@@ -91,6 +91,14 @@ class ErrorCode(StrEnum):
     fal_request_not_found = "fal_request_not_found", "fal does not know the saved request id"
     fal_timeout = "fal_timeout", "the job did not finish within MATTEFLOW_FAL_JOB_TIMEOUT_S"
     fal_job_error = "fal_job_error", "the job failed at fal"
+    fal_result_expired = (
+        "fal_result_expired",
+        "fal no longer keeps the result of a paid job that was never read: see the dashboard",
+    )
+    claimed_elsewhere = (
+        "claimed_elsewhere",
+        "another run holds this job's claim: it may submit it, this run may not",
+    )
     # The local engine
     engine_failed = "engine_failed", "the local engine could not process the video"
     missing_extra = "missing_extra", "an optional dependency of the chosen model is not installed"
