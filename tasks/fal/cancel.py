@@ -76,6 +76,9 @@ async def cancel_fal_job(
         if entry is not None and entry.state is JobState.completed:
             note = "run cancelled after fal.ai finished this job: its result is saved, a re-run "
             return cancelled(job, entry, note + "downloads it without submitting again")
+        if entry is not None and entry.state is JobState.submitting:
+            note = "run cancelled while its submit was on the wire: fal.ai may have the job, so "
+            return cancelled(job, entry, note + "a re-run reports it (submit_unknown), never pays")
         return ended_row(
             job,
             Status.cancelled,

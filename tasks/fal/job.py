@@ -73,7 +73,10 @@ FAL_FAILED = frozenset(
         ErrorCode.fal_request_not_found,
     }
 )
-NOT_SUBMITTED = "run cancelled before this job was submitted to fal.ai"
+NOT_SUBMITTED = (
+    "run cancelled (waiting for its claim, or again while it was being cancelled); any fal.ai "
+    "request of this job stays in the ledger for the next run"
+)
 
 
 class FalRunner:

@@ -103,7 +103,12 @@ async def test_a_cancel_does_not_stop_a_running_job_and_its_result_is_kept(
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
     runner = runner_for(fake_fal, "pixelcut")
     task = asyncio.create_task(run_fal_job(job, storage, runner))
-    await asyncio.to_thread(wait_until, lambda: fake_fal.in_progress == 1)
+
+    def running() -> bool:
+        entry = Ledger(storage).get(job.key)
+        return fake_fal.in_progress == 1 and entry is not None and entry.request_id is not None
+
+    await asyncio.to_thread(wait_until, running)
     task.cancel()
     row = await task
     assert (row["status"], row["error_code"]) == ("cancelled", "cancelled")
@@ -134,8 +139,9 @@ async def never_ran_then_submitted(
     first = asyncio.create_task(run_fal_job(busy, storage, runner))
     await asyncio.to_thread(wait_until, lambda: fake_fal.in_progress == 1)
     second = asyncio.create_task(run_fal_job(queued, storage, runner))
-    await asyncio.to_thread(wait_until, lambda: sum(fake_fal.accepted.values()) == 2)
-    await asyncio.sleep(0.2)  # the request id is in the ledger
+    await asyncio.to_thread(
+        wait_until, lambda: bool(getattr(Ledger(storage).get(queued.key), "request_id", None))
+    )
     second.cancel()
     row = await second
     assert row["status"] == "cancelled" and "before it ran" in row["error"], row
