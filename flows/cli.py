@@ -71,6 +71,12 @@ ResubmitOpt = Annotated[
 RetryFailedOpt = Annotated[
     bool, typer.Option(help="fal: submit again jobs fal reported as failed earlier.")
 ]
+ResubmitExpiredOpt = Annotated[
+    bool,
+    typer.Option(
+        help="fal: pay again for jobs whose result fal dropped unread (fal_result_expired)."
+    ),
+]
 FalUploadsOpt = Annotated[
     bool | None,
     typer.Option("--fal-uploads/--no-fal-uploads", help="fal: upload local input files."),
@@ -224,6 +230,7 @@ def run(
     budget: BudgetOpt = None,
     resubmit_unknown: ResubmitOpt = False,
     retry_failed: RetryFailedOpt = False,
+    resubmit_expired: ResubmitExpiredOpt = False,
     fal_uploads: FalUploadsOpt = None,
     presign_expiry: PresignOpt = None,
     fal_start_timeout: StartTimeoutOpt = None,
@@ -247,6 +254,7 @@ def run(
             budget_usd=budget,
             resubmit_unknown=resubmit_unknown or None,
             retry_failed=retry_failed or None,
+            resubmit_expired=resubmit_expired or None,
             fal_uploads=fal_uploads,
             presign_expiry_s=presign_expiry,
             fal_start_timeout_s=fal_start_timeout,

@@ -80,6 +80,11 @@ class RunParams(_EndpointOptions):
     retry_failed: bool = Field(
         False, description="fal: submit again the jobs fal reported as failed in earlier runs."
     )
+    resubmit_expired: bool = Field(
+        False,
+        description="fal: submit again (and pay again for) the jobs whose paid result fal "
+        "dropped before any run read it (fal_result_expired; see the fal dashboard first).",
+    )
     fal_uploads: bool | None = Field(
         None, description="fal: upload local input files to fal's storage (default on)."
     )

@@ -30,9 +30,9 @@ from flows.shards import run_sharded, wants_shards
 from tasks.endpoints import EndpointInfo, EndpointName, endpoint_info
 from tasks.engine.job import run_local_job
 from tasks.errors import AuthError, ErrorCode, ManifestError, MatteflowError
-from tasks.fal.cancel import cancel_fal_job
 from tasks.fal.client import FalSettings, build_client
 from tasks.fal.job import FalRunner, run_fal_job
+from tasks.ledger.claims import ClaimOwner
 from tasks.ledger.jobs import Job, JobState, Ledger, Status
 from tasks.ledger.results import ResultRow, ended_row
 from tasks.manifest.plan import Plan, plan_jobs
@@ -63,8 +63,10 @@ def build_fal_runner(
     info: EndpointInfo,
     admission: Admission | None = None,
     limits: InputSettings | None = None,
+    run_name: str = "matteflow",
 ) -> FalRunner:
-    """The run's one fal client (settings from the environment, run flags on top)."""
+    """The run's one fal client (settings from the environment, run flags on top); the run's
+    name goes into the claims it takes, so another run waiting on one can say who holds it."""
     overrides: dict[str, Any] = {}
     if params.fal_uploads is not None:
         overrides["uploads"] = params.fal_uploads
@@ -84,6 +86,8 @@ def build_fal_runner(
         price_for(info.name.value),
         resubmit_unknown=params.resubmit_unknown,
         retry_failed=params.retry_failed,
+        resubmit_expired=params.resubmit_expired,
+        owner=ClaimOwner(run=run_name),
         input_storage_options=s3,
         input_limits=limits,
         verify=params.verify,
@@ -121,17 +125,12 @@ async def process_job(job: Job, ctx: JobContext) -> ResultRow:
 
 
 async def run_or_cancel(job: Job, ctx: JobContext) -> ResultRow:
-    """Run ``job``; if the run is cancelled meanwhile, cancel it at fal and record that.
-
-    Handled here, inside the job's task run, so a cancelled run's task runs end Completed with a
-    ``cancelled`` row rather than Crashed.
+    """Run ``job``; if the run is cancelled meanwhile, a fal job is cancelled at fal and
+    followed by its runner (tasks/fal/job.py, under the job's claim), which returns a
+    ``cancelled`` row: inside the job's task run, so the task run ends Completed, not Crashed.
+    A local job runs in a thread: it finishes, and the ledger records it.
     """
-    try:
-        return await run_job(job, ctx)
-    except asyncio.CancelledError:
-        if ctx.fal is None:
-            raise  # a local job runs in a thread: it finishes, and the ledger records it
-        return await cancel_fal_job(job, Ledger(ctx.storage), ctx.fal)
+    return await run_job(job, ctx)
 
 
 class FlowJobs:
@@ -341,7 +340,11 @@ async def run_single(
     budget = BudgetGuard(params.budget_usd)
     pacer = make_pacer(pacing)
     admission = Admission(pacer, budget)
-    fal = build_fal_runner(params, info, admission, limits) if info.is_fal and plan.jobs else None
+    fal = (
+        build_fal_runner(params, info, admission, limits, run_name)
+        if info.is_fal and plan.jobs
+        else None
+    )
     handler = FlowJobs(JobContext(storage, fal, params.verify, limits), task_runs=task_runs)
     pool, jobs_s = await run_jobs(plan, handler, admission, fal)
     summary = await close_run(

@@ -107,6 +107,14 @@ class ErrorCode(StrEnum):
     )
     upload_too_large = "upload_too_large", "a local input over fal's upload size limit"
     upload_failed = "upload_failed", "fal's storage refused the upload of a local input"
+    fal_result_expired = (
+        "fal_result_expired",
+        "fal no longer keeps the result of a paid job that was never read: see the dashboard",
+    )
+    claimed_elsewhere = (
+        "claimed_elsewhere",
+        "another run holds this job's claim: it may submit it, this run may not",
+    )
     # The local engine
     engine_failed = "engine_failed", "the local engine could not process the video"
     missing_extra = "missing_extra", "an optional dependency of the chosen model is not installed"

@@ -1,17 +1,20 @@
 """Run one job on a fal.ai endpoint against the ledger, paying for nothing twice.
 
-ledger lookup -> reuse | resume (request_id known) | estimate -> guard -> submit -> persist
-request_id -> poll -> result -> download -> verify -> store -> ledger final.
+ledger lookup -> reuse | claim -> ledger again -> reuse | download from the saved result |
+resume (request_id known) | estimate -> guard -> submit -> persist request_id -> poll -> save the
+result body -> download -> verify -> store -> ledger final.
 
-The request_id is in the ledger before the first poll, so a killed run resumes its jobs instead of
-submitting them again. A submit whose outcome is unknown leaves the entry in ``submitting``: the
-next run reports it (``submit_unknown``) and submits it again only when told to.
+The claim (tasks/ledger/claims.py) makes this run the only one working on the job. The
+request_id is in the ledger before the first poll, so a killed run resumes its jobs instead of
+submitting them again; the result body is in the ledger before the first download, so a result
+fal has since dropped is still downloaded. A submit whose outcome is unknown leaves the entry in
+``submitting``: the next run reports it (``submit_unknown``) and submits it again only when told
+to. A cancel (Ctrl-C, the UI) is handled here, under the claim (tasks/fal/cancel.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,8 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-from pydantic import ValidationError
 
 from tasks.endpoints import EndpointInfo
 from tasks.errors import (
@@ -34,10 +35,12 @@ from tasks.errors import (
     StorageError,
     SubmitOutcomeUnknown,
 )
+from tasks.fal.cancel import cancel_fal_job, cancel_quietly
 from tasks.fal.client import CallTrace, FalClient, QueueStatus
 from tasks.fal.expect import fal_expectation
-from tasks.fal.files import FalOutputs, parse_outputs
+from tasks.fal.saved import fetch_file, mark_completed, save_result, saved_result
 from tasks.fal.uploads import upload_file
+from tasks.ledger.claims import ClaimHeld, ClaimOwner, Claims, ClaimSettings, HeldClaim, held_claim
 from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
@@ -55,7 +58,7 @@ from tasks.media.verify import (
 )
 from tasks.retry import acall_with_backoff
 from tasks.run.cost import Price, cost_usd
-from tasks.storage.store import Storage, redact_url, sha256_file
+from tasks.storage.store import Storage, redact_url
 
 # A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
 SubmitGuard = Callable[[Job, float], AbstractAsyncContextManager[Any]]
@@ -70,6 +73,10 @@ FAL_FAILED = frozenset(
         ErrorCode.fal_bad_result,
         ErrorCode.fal_request_not_found,
     }
+)
+NOT_SUBMITTED = (
+    "run cancelled (waiting for its claim, or again while it was being cancelled); any fal.ai "
+    "request of this job stays in the ledger for the next run"
 )
 
 
@@ -89,6 +96,9 @@ class FalRunner:
         input_limits: InputSettings | None = None,
         endpoint_slot: EndpointSlot | None = None,
         verify: VerifySettings | None = None,
+        resubmit_expired: bool = False,
+        claims: ClaimSettings | None = None,
+        owner: ClaimOwner | None = None,
     ) -> None:
         if info.fal_app is None or info.build_arguments is None:
             raise ValueError(f"{info.name} is not a fal endpoint")
@@ -103,6 +113,12 @@ class FalRunner:
         self.input_limits = input_limits or InputSettings()
         self.endpoint_slot = endpoint_slot
         self.verify = verify or VerifySettings()
+        self.resubmit_expired = resubmit_expired
+        self.claim_settings = claims or ClaimSettings()
+        self.owner = owner or ClaimOwner(run="matteflow")
+
+    def claims(self, storage: Storage) -> Claims:
+        return Claims(storage, self.owner, self.claim_settings)
 
     async def hold_slot(self, job: Job, held: AsyncExitStack) -> None:
         """Take this job's endpoint slot until ``held`` closes (after fal's COMPLETED)."""
@@ -188,17 +204,6 @@ def estimate_usd(price: Price, probed: VideoFacts) -> float:
 # -- outputs --------------------------------------------------------------------------------
 
 
-async def fetch_file(
-    client: FalClient, file: FalFile, dest: Path, trace: CallTrace
-) -> tuple[int, str]:
-    """Bring one output home: from fal's CDN, or from the result itself in sync mode."""
-    if file.url.startswith("data:"):
-        _, _, payload = file.url.partition(",")
-        dest.write_bytes(base64.b64decode(payload))
-        return dest.stat().st_size, sha256_file(dest)
-    return await client.download(file.url, dest, trace=trace)
-
-
 def suffix_of(file: FalFile, default: str) -> str:
     name = file.file_name or urlsplit(file.url).path
     suffix = Path(name).suffix.lower()
@@ -231,8 +236,11 @@ async def submit_job(
     runner: FalRunner,
     trace: CallTrace,
     held: AsyncExitStack | None = None,
+    claim: HeldClaim | None = None,
 ) -> Submission:
-    """Estimate, pass the guard, then submit once; the request_id is stored before returning."""
+    """Estimate, pass the guard, then submit once; the request_id is stored before returning.
+
+    The claim is renewed right before the submit: a run that lost it does not submit."""
     check_reachable(job, runner)
     location = await probe_location(job, runner)
     ask = urlsplit(job.video_url).scheme in ("http", "https")  # not presigned s3 URLs
@@ -249,6 +257,8 @@ async def submit_job(
         options = runner.info.options(job.params)
         assert runner.info.build_arguments is not None
         arguments = runner.info.build_arguments(options, url)
+        if claim is not None:
+            await claim.confirm()
         entry.state, entry.request_id = JobState.submitting, None
         entry.error_code = entry.error = None
         entry.attempts += 1
@@ -263,15 +273,6 @@ async def submit_job(
     return sub
 
 
-def outputs_of(result: dict[str, Any]) -> FalOutputs:
-    try:
-        return parse_outputs(result)
-    except ValidationError as exc:
-        raise EndpointError(
-            "fal.ai result has no video output", code=ErrorCode.fal_bad_result
-        ) from exc
-
-
 def failed_verification(entry: LedgerEntry, code: ErrorCode | None, error: str | None) -> Status:
     entry.state = JobState.failed_verification
     entry.error_code, entry.error = code, error
@@ -283,31 +284,29 @@ async def bring_home(
     entry: LedgerEntry,
     storage: Storage,
     runner: FalRunner,
-    result: dict[str, Any],
-    status: QueueStatus,
+    outputs: FalResult,
     trace: CallTrace,
 ) -> Status:
-    """Download, verify and store the outputs; set the actual cost. Returns the row status."""
-    outputs = outputs_of(result)
+    """Download (from the saved result), verify and store the outputs; set the actual cost."""
+    assert outputs.video is not None
     options = runner.info.options(job.params)
     expected = fal_expectation(runner.info, options, entry.metrics.get("input"), outputs.video)
     spec = expected.spec
-    entry.fal = entry.fal or FalHandles()
-    mask_video = outputs.mask_video.stored() if outputs.mask_video else None
-    entry.fal.result = FalResult(video=outputs.video.stored(), mask_video=mask_video)
     stem = safe_stem(job.id, job.key)
     with tempfile.TemporaryDirectory(prefix="matteflow-fal-") as tmp:
         out = Path(tmp) / f"video{spec.extension}"
-        report = await fetch_and_verify(entry, runner, outputs.video, out, expected, trace)
+        report = await fetch_and_verify(
+            entry, runner, outputs.video, out, expected, trace, storage=storage
+        )
         entry.cost_usd = actual_cost(
-            runner.price, report.probe.frames if report.probe else 0, status
+            runner.price, report.probe.frames if report.probe else 0, fal_handles(entry).metrics
         )
         if not report.ok:
             return failed_verification(entry, report.error_code, report.error)
         mask_rel = None
         if outputs.mask_video is not None:
             mask = Path(tmp) / f"mask{suffix_of(outputs.mask_video, '.mp4')}"
-            await fetch_file(runner.client, outputs.mask_video, mask, trace)
+            await fetch_file(runner.client, outputs.mask_video, mask, trace, storage)
             refusal = await mask_refusal(out, mask, expected.frames, runner)
             if refusal is not None:
                 return failed_verification(entry, *refusal)
@@ -329,9 +328,10 @@ async def fetch_and_verify(
     out: Path,
     expected: Expectation,
     trace: CallTrace,
+    storage: Storage | None = None,
 ) -> VerifyReport:
     """Download the output video whole, verify it, and record what was found in ``entry``."""
-    size, sha = await fetch_file(runner.client, video, out, trace)
+    size, sha = await fetch_file(runner.client, video, out, trace, storage)
     if video.file_size is not None and size != video.file_size:
         raise EndpointError(
             f"download truncated: {size} of {video.file_size} bytes",
@@ -368,17 +368,9 @@ async def mask_refusal(
     return None
 
 
-async def cancel_quietly(client: FalClient, sub: Submission) -> str:
-    """Best effort: a job we stop waiting for should not keep running (and billing) at fal."""
-    try:
-        return await client.cancel(sub.cancel_url)
-    except EndpointError as exc:
-        return f"cancel failed: {exc.code}"
-
-
-def actual_cost(price: Price, frames: int, status: QueueStatus) -> float:
+def actual_cost(price: Price, frames: int, metrics: dict[str, Any]) -> float:
     """Frames of the output for per-frame prices; fal's reported compute time where given."""
-    compute = status.metrics.get("inference_time")
+    compute = metrics.get("inference_time")
     compute_s = (
         float(compute) if isinstance(compute, int | float) else price.compute_seconds(frames)
     )
@@ -386,14 +378,17 @@ def actual_cost(price: Price, frames: int, status: QueueStatus) -> float:
 
 
 def resumable(entry: LedgerEntry | None, runner: FalRunner) -> bool:
-    """A job fal accepted is polled again, unless fal itself failed it and retry is asked."""
+    """A job fal accepted is polled again, unless fal itself failed it (or dropped its unread
+    result) and the run explicitly asks to pay for it again."""
     if entry is None or entry.request_id is None or entry.fal is None:
         return False
     if entry.fal.submission is None:
         return False
-    return not (
-        runner.retry_failed and entry.state is JobState.failed and entry.error_code in FAL_FAILED
-    )
+    if entry.state is not JobState.failed:
+        return True
+    if runner.retry_failed and entry.error_code in FAL_FAILED:
+        return False
+    return not (runner.resubmit_expired and entry.error_code == ErrorCode.fal_result_expired)
 
 
 async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> ResultRow:
@@ -401,16 +396,35 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> ResultRo
 
     ``AuthError`` propagates (the run must stop); every other failure ends in the row. Storage
     that stays away past its retries fails the row; the ledger keeps the request_id it had, so a
-    later run fetches the result again instead of paying for a second job.
+    later run fetches the result again instead of paying for a second job. Another run holding
+    the job's claim past the wait ends the row ``claimed_elsewhere``; a cancel ends it
+    ``cancelled`` (after ``cancel_fal_job`` when this run had the job at fal).
     """
     started_at, t0 = now_iso(), time.perf_counter()
+
+    def ended(status: Status, code: ErrorCode, error: str) -> ResultRow:
+        elapsed_s = round(time.perf_counter() - t0, 3)
+        return ended_row(job, status, code, error, started_at=started_at, elapsed_s=elapsed_s)
+
     try:
         return await _run_fal_job(job, storage, runner, t0)
-    except StorageError as exc:
-        elapsed_s = round(time.perf_counter() - t0, 3)
-        return ended_row(
-            job, Status.failed, exc.code, exc.message, started_at=started_at, elapsed_s=elapsed_s
-        )
+    except (StorageError, ClaimHeld) as exc:
+        return ended(Status.failed, exc.code, exc.message)
+    except asyncio.CancelledError:
+        return ended(Status.cancelled, ErrorCode.cancelled, NOT_SUBMITTED)
+
+
+def skipped_row(job: Job, entry: LedgerEntry, started_at: str, t0: float) -> ResultRow:
+    return ResultRow.from_entry(
+        job,
+        entry,
+        Status.skipped,
+        cost_usd=0.0,
+        possibly_billed_usd=0.0,
+        started_at=started_at,
+        finished_at=now_iso(),
+        elapsed_s=round(time.perf_counter() - t0, 3),
+    )
 
 
 async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> ResultRow:
@@ -419,29 +433,29 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
     entry = await asyncio.to_thread(ledger.get, job.key)
     if await asyncio.to_thread(reusable, entry, storage):
         assert entry is not None
-        return ResultRow.from_entry(
-            job,
-            entry,
-            Status.skipped,
-            cost_usd=0.0,
-            possibly_billed_usd=0.0,
-            started_at=started_at,
-            finished_at=now_iso(),
-            elapsed_s=round(time.perf_counter() - t0, 3),
-        )
-    if entry is None:
-        entry = LedgerEntry(
-            key=job.key,
-            endpoint=job.endpoint,
-            video_url=redact_url(job.video_url),
-            params=job.params,
-        )
-    trace = CallTrace()
-    status = await attempt(job, entry, ledger, storage, runner, trace)
-    entry.metrics["fal_retries"] = int(entry.metrics.get("fal_retries", 0)) + trace.retries
-    seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
-    entry.metrics["fal_error_types"] = sorted(seen)
-    await save(ledger, entry, status.value)
+        return skipped_row(job, entry, started_at, t0)
+    async with held_claim(runner.claims(storage), job.key) as claim:
+        # Read again under the claim: another run may have finished the job meanwhile.
+        entry = await asyncio.to_thread(ledger.get, job.key)
+        if await asyncio.to_thread(reusable, entry, storage):
+            assert entry is not None
+            return skipped_row(job, entry, started_at, t0)
+        if entry is None:
+            entry = LedgerEntry(
+                key=job.key,
+                endpoint=job.endpoint,
+                video_url=redact_url(job.video_url),
+                params=job.params,
+            )
+        trace = CallTrace()
+        try:
+            status = await attempt(job, entry, ledger, storage, runner, trace, claim)
+        except asyncio.CancelledError:
+            return await cancel_fal_job(job, ledger, storage, runner.client)
+        entry.metrics["fal_retries"] = int(entry.metrics.get("fal_retries", 0)) + trace.retries
+        seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
+        entry.metrics["fal_error_types"] = sorted(seen)
+        await save(ledger, entry, status.value)
     billed = entry.metrics.get("possibly_billed_usd", 0.0) if trace.submitted else 0.0
     return ResultRow.from_entry(
         job,
@@ -461,30 +475,29 @@ async def attempt(
     storage: Storage,
     runner: FalRunner,
     trace: CallTrace,
+    claim: HeldClaim | None = None,
 ) -> Status:
-    """Submit (or resume) the job, wait for fal, bring the output home; returns the row status.
+    """Submit (or resume) the job, wait for fal, save its result, bring the output home;
+    returns the row status. A result saved by an earlier run is downloaded, not asked for.
 
     ``AuthError`` propagates (the run must stop); every other failure is recorded in ``entry``.
     """
     try:
-        async with AsyncExitStack() as held:
-            sub = await submission_for(job, entry, ledger, runner, trace, held)
-            final = await wait_for(entry, ledger, runner, sub, trace)
-        fal_handles(entry).metrics = final.metrics
-        if final.error:
-            raise EndpointError(
-                f"fal.ai job failed: {final.error}"[:500],
-                code=ErrorCode.fal_job_error,
-                error_type=final.error_type,
-            )
-        result = await runner.client.result(sub.response_url, trace=trace)
-        return await bring_home(job, entry, storage, runner, result, final, trace)
+        outputs = saved_result(entry) if resumable(entry, runner) else None
+        if outputs is None:
+            outputs = await result_from_fal(job, entry, ledger, storage, runner, trace, claim)
+        else:
+            entry.error_code = entry.error = None
+            await save(ledger, entry, "download_saved_result")
+        return await bring_home(job, entry, storage, runner, outputs, trace)
     except AuthError as exc:
         if entry.state is JobState.submitting:  # fal refused the submit: nothing was queued
             entry.state = JobState.failed
         entry.error_code, entry.error = exc.code, exc.message
         await save(ledger, entry, "auth_error")
         raise
+    except ClaimHeld:
+        raise  # another run owns the entry now: this run writes nothing more to it
     except BudgetExceeded as exc:
         entry.error_code, entry.error = exc.code, exc.message
         return Status.skipped_budget
@@ -510,6 +523,30 @@ def note_possible_billing(entry: LedgerEntry, trace: CallTrace) -> None:
         entry.metrics["possibly_billed_usd"] = entry.estimated_cost_usd or 0.0
 
 
+async def result_from_fal(
+    job: Job,
+    entry: LedgerEntry,
+    ledger: Ledger,
+    storage: Storage,
+    runner: FalRunner,
+    trace: CallTrace,
+    claim: HeldClaim | None,
+) -> FalResult:
+    """Submit or resume, wait until COMPLETED, and save the result body in the ledger at once."""
+    async with AsyncExitStack() as held:
+        sub = await submission_for(job, entry, ledger, runner, trace, held, claim)
+        final = await wait_for(entry, ledger, runner, sub, trace)
+    fal_handles(entry).metrics = final.metrics
+    if final.error:
+        raise EndpointError(
+            f"fal.ai job failed: {final.error}"[:500],
+            code=ErrorCode.fal_job_error,
+            error_type=final.error_type,
+        )
+    mark_completed(entry)
+    return await save_result(entry, ledger, storage, runner.client, sub, trace)
+
+
 async def submission_for(
     job: Job,
     entry: LedgerEntry,
@@ -517,12 +554,14 @@ async def submission_for(
     runner: FalRunner,
     trace: CallTrace,
     held: AsyncExitStack,
+    claim: HeldClaim | None = None,
 ) -> Submission:
     """The job's fal request: resumed from the ledger, or submitted now. A submit whose outcome
     is unknown is never repeated unless the run says so (fal has no idempotency key)."""
     if resumable(entry, runner):
         await runner.hold_slot(job, held)
         sub = submission_of(entry)
+        entry.error_code = entry.error = None
         await save(ledger, entry, "resumed")
         return sub
     if entry.state is JobState.submitting and not runner.resubmit_unknown:
@@ -530,7 +569,7 @@ async def submission_for(
             "an earlier submit of this job may or may not have reached fal.ai; check the "
             "fal dashboard (requests of this app), then re-run with --resubmit-unknown"
         )
-    return await submit_job(job, entry, ledger, runner, trace, held)
+    return await submit_job(job, entry, ledger, runner, trace, held, claim)
 
 
 async def wait_for(

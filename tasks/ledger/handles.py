@@ -64,7 +64,8 @@ class FalHandles(BaseModel):
     cancelled_submission: Submission | None = None  # fal confirmed the cancel: submit again
     cancel: str | None = None  # fal's answer to our cancel (CANCELLATION_REQUESTED, …)
     metrics: dict[str, Any] = Field(default_factory=dict)  # fal's own (inference_time)
-    result: FalResult | None = None
+    completed_at: str | None = None  # when this run first saw fal's COMPLETED
+    result: FalResult | None = None  # saved the moment fal said COMPLETED, before any download
 
     @classmethod
     def from_legacy(cls, old: dict[str, Any]) -> FalHandles:

@@ -33,12 +33,16 @@ class Status(StrEnum):
 
 
 class JobState(StrEnum):
-    """States a ledger entry moves through; the last four are terminal."""
+    """States a ledger entry moves through; the last four are terminal.
+
+    ``completed``: fal finished the job and its result (output URLs) is saved in the entry, but
+    the outputs are not home yet: a later run downloads them from there, never submits again."""
 
     pending = "pending"
     submitting = "submitting"  # a submit was sent and its outcome is not known yet
     submitted = "submitted"  # the endpoint accepted it: request_id is recorded
     running = "running"
+    completed = "completed"
     succeeded = "succeeded"
     failed = "failed"
     failed_verification = "failed_verification"

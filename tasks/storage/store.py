@@ -3,15 +3,21 @@
 Writes are atomic from a reader's point of view: on a local disk a file is written under a
 temporary name and renamed; on S3 a PUT (or a completed multipart upload) appears whole or not
 at all. The ledger marks a job done only after its output is stored.
+
+Conditional writes (``create_json``, ``replace_json``) decide between runs that race for one
+object (job claims, tasks/ledger/claims.py): on S3 ``If-None-Match: *`` and ``If-Match: ETag``;
+on a local disk a hard link (fails if the name exists) and a compare-and-swap under ``flock``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 import httpx
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
+from fsspec.asyn import sync
 from fsspec.implementations.local import LocalFileSystem
 
 from tasks.errors import ErrorCode, InputError, StorageError
@@ -36,6 +43,31 @@ STORAGE_RETRY = Backoff(attempts=5, base_delay_s=0.5, max_delay_s=8.0)
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, BotoCoreError)
 PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError)
 log = logging.getLogger("matteflow.storage")
+LOCKS_DIR = ".locks"  # local compare-and-swap lock files (flock), one per conditional object
+_MEMORY_CAS = threading.Lock()  # memory:// and other in-process filesystems (tests)
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object exists (create) or changed since it was read.
+
+    Not an OSError, so the storage retry loop never repeats it."""
+
+
+def precondition_failed(exc: BaseException) -> bool:
+    """Whether an S3 error (as s3fs translated it) is a 412 PreconditionFailed."""
+    if isinstance(exc, FileExistsError):
+        return True
+    cause = exc if isinstance(exc, ClientError) else exc.__cause__
+    if isinstance(cause, ClientError):
+        error = cause.response.get("Error", {})
+        status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return bool(error.get("Code") == "PreconditionFailed" or status == 412)
+    return False
+
+
+def etag_of(data: bytes) -> str:
+    """The version tag of a local or in-memory object: a hash of its bytes."""
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def transient_storage_error(exc: BaseException) -> bool:
@@ -214,6 +246,125 @@ class Storage:
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
+    # -- conditional writes (claims) ------------------------------------------------------
+
+    def read_json_tagged(self, rel: str) -> tuple[Any, str] | None:
+        """``(object, etag)`` read in one request, or None when absent."""
+
+        def read() -> tuple[bytes, str]:
+            if self.is_s3:
+                return self._s3_get(rel)
+            with self.fs.open(self.path(rel), "rb") as fh:
+                data = bytes(fh.read())
+            return data, etag_of(data)
+
+        try:
+            data, etag = self._call("read", rel, read)
+        except FileNotFoundError:
+            return None
+        return json.loads(data), etag
+
+    def create_json(self, rel: str, obj: Any) -> str | None:
+        """Create ``rel`` only if it does not exist; its etag, or None when it already did."""
+        data = _json_bytes(obj)
+        return self._conditional("create", rel, lambda: self._create(rel, data))
+
+    def replace_json(self, rel: str, obj: Any, etag: str) -> str | None:
+        """Replace ``rel`` only if it is still at ``etag``; the new etag, or None if it changed."""
+        data = _json_bytes(obj)
+        return self._conditional("replace", rel, lambda: self._replace(rel, data, etag))
+
+    @property
+    def is_s3(self) -> bool:
+        protocol = self.fs.protocol
+        return "s3" in ((protocol,) if isinstance(protocol, str) else protocol)
+
+    def _conditional(self, action: str, rel: str, fn: Callable[[], str]) -> str | None:
+        try:
+            return self._call(action, rel, fn)
+        except PreconditionFailed:
+            return None
+        except FileNotFoundError as exc:
+            raise self._wrap(action, rel, exc) from exc
+
+    def _s3_key(self, rel: str) -> tuple[str, str]:
+        bucket, key, _ = self.fs.split_path(self.path(rel))
+        return str(bucket), str(key)
+
+    def _s3_get(self, rel: str) -> tuple[bytes, str]:
+        bucket, key = self._s3_key(rel)
+
+        async def get() -> tuple[bytes, str]:
+            out = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+            async with out["Body"] as body:
+                return bytes(await body.read()), str(out["ETag"])
+
+        return sync(self.fs.loop, get)  # type: ignore[no-any-return]
+
+    def _s3_put(self, rel: str, data: bytes, **condition: str) -> str:
+        bucket, key = self._s3_key(rel)
+        try:
+            out = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+        except OSError as exc:
+            if precondition_failed(exc):
+                raise PreconditionFailed(str(exc)) from exc
+            raise
+        return str(out["ETag"])
+
+    def _create(self, rel: str, data: bytes) -> str:
+        if self.is_s3:
+            return self._s3_put(rel, data, IfNoneMatch="*")
+        if not self.is_local:
+            with _MEMORY_CAS:
+                if self.fs.exists(self.path(rel)):
+                    raise PreconditionFailed(rel)
+                self.fs.pipe_file(self.path(rel), data)
+            return etag_of(data)
+        target = Path(self.path(rel))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._partial(str(target))
+        try:
+            tmp.write_bytes(data)
+            os.link(tmp, target)  # atomic, and fails when the name exists (like O_EXCL)
+        except FileExistsError as exc:
+            raise PreconditionFailed(rel) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return etag_of(data)
+
+    def _replace(self, rel: str, data: bytes, etag: str) -> str:
+        if self.is_s3:
+            return self._s3_put(rel, data, IfMatch=etag)
+        if not self.is_local:
+            with _MEMORY_CAS:
+                if etag_of(self.fs.cat_file(self.path(rel))) != etag:
+                    raise PreconditionFailed(rel)
+                self.fs.pipe_file(self.path(rel), data)
+            return etag_of(data)
+        with self._local_lock(rel):
+            target = Path(self.path(rel))
+            if etag_of(target.read_bytes()) != etag:
+                raise PreconditionFailed(rel)
+            tmp = self._partial(str(target))
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return etag_of(data)
+
+    @contextmanager
+    def _local_lock(self, rel: str) -> Iterator[None]:
+        """An exclusive ``flock`` for one object; the kernel drops it if the process dies."""
+        lock = Path(self.root) / LOCKS_DIR / (rel.replace("/", "__") + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     def put_file(self, local: Path, rel: str) -> None:
         """Store a finished local file at ``rel``; it appears whole or not at all."""
         target = self.path(rel)
@@ -231,6 +382,10 @@ class Storage:
                 self.fs.put_file(str(local), target)
 
         self._write("upload", rel, put)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
 
 
 @contextmanager

@@ -45,12 +45,28 @@ pixelcut's ``background_color`` must be an object ``{r, g, b}`` (else the result
 ``X-Fal-Request-Timeout`` gives up a job not started in time (result: 504 with
 ``X-Fal-Request-Timeout-Type: user``).
 
+Paid-once switches (issue 12), as fal's documentation describes fal (FACTS.md)::
+
+    fake.cancel_stops_running = False   # fal: a running job keeps running (and billing) after a
+                                        # cancel unless the app handles it; True: the app does
+    fake.result_ttl_s = 3600.0          # a result is kept 1 h after the job ends …
+    fake.large_result_ttl_s = 360.0     # … 6 min when it is 10 KB or larger; then its
+                                        # response_url answers 404 (the status stays COMPLETED)
+    arguments["sync_mode"] = True       # outputs inline as data URIs, and the result is not kept:
+                                        # the first read gets it, later reads 404
+    fake.ran_inputs[(app, video_url)]   # billing: jobs a runner actually started, per input
+    fake.short_downloads = N            # the next N output downloads end early (a short body
+                                        # with a matching Content-Length: only a size check sees it)
+    fake.stall_results / fake.stall_files  # result GETs for these input substrings / output
+                                        # downloads wait while set (to kill a run at that point)
+
 ``FakeFal`` is also a context manager. The ``fake_fal`` fixture in tests/conftest.py gives a
 fresh one per test with zero latency and FAL_* environment variables pointing at it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -85,6 +101,8 @@ BIREFNET_TYPES = {
     "GIF (.gif)": OutputFormat.gif,
 }
 NGINX_503 = b"<html><head><title>503 Service Temporarily Unavailable</title></head></html>"
+LARGE_RESULT_BYTES = 10_000  # fal keeps results this large or larger for 6 minutes only
+STALL_LIMIT_S = 120.0
 
 
 @dataclass
@@ -132,6 +150,7 @@ class FakeJob:
     validation: list[dict[str, Any]] | None = None
     start_timeout_s: float | None = None  # X-Fal-Request-Timeout of its submit
     start_timed_out: bool = False  # not started within it: given up, unbilled
+    result_reads: int = 0
 
 
 def app_of(path: str) -> str | None:
@@ -250,6 +269,13 @@ class FakeFal:
         self.forbidden_tokens: set[str] = set()
         self.cdn_token = uuid.uuid4().hex
         self._multipart: dict[str, dict[str, Any]] = {}
+        self.cancel_stops_running = False  # fal's default: a running job ignores a cancel
+        self.result_ttl_s = 3600.0
+        self.large_result_ttl_s = 360.0
+        self.short_downloads = 0
+        self.stall_results: set[str] = set()  # video_url substrings: result GETs wait
+        self.stall_files = False  # output downloads wait while True
+        self._stopping = False
         self.jobs: dict[str, FakeJob] = {}
         self._lock = threading.Lock()
         self._outputs: dict[str, dict[str, Any]] = {}
@@ -275,6 +301,9 @@ class FakeFal:
         return self
 
     def stop(self) -> None:
+        self._stopping = True
+        self.stall_results.clear()
+        self.stall_files = False
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -310,6 +339,7 @@ class FakeFal:
     def reset_counters(self) -> None:
         self.accepted: Counter[str] = Counter()
         self.accepted_inputs: Counter[tuple[str, str]] = Counter()
+        self.ran_inputs: Counter[tuple[str, str]] = Counter()  # billed: a runner started it
         self.calls: Counter[tuple[str, int]] = Counter()  # (kind, HTTP status or 0 = dropped)
         self.injected: Counter[str] = Counter()
         self.in_progress = 0
@@ -329,6 +359,7 @@ class FakeFal:
             return {
                 "accepted": dict(self.accepted),
                 "accepted_total": sum(self.accepted.values()),
+                "ran_total": sum(self.ran_inputs.values()),
                 "in_progress": self.in_progress,
                 "peak_in_progress": self.peak_in_progress,
                 "completed": self.completed,
@@ -390,10 +421,13 @@ class FakeFal:
             job.state, job.started_at = "IN_PROGRESS", time.monotonic()
             self.in_progress += 1
             self.peak_in_progress = max(self.peak_in_progress, self.in_progress)
+            self.ran_inputs[(job.app, str(job.arguments.get("video_url")))] += 1
         try:
             if self.latency_s:
                 time.sleep(self.latency_s)
-            if not job.cancelled:
+            if job.cancelled and (self.cancel_stops_running or self._stopping):
+                job.error, job.error_type = "Request cancelled while running", "request_cancelled"
+            else:
                 self._process(job)
         except Exception as exc:  # the fake reports its own failures like fal would
             job.error, job.error_type = f"{type(exc).__name__}: {exc}", "internal_error"
@@ -423,6 +457,35 @@ class FakeFal:
             job.validation = problems
             return
         job.result = self._render(job)
+        if job.arguments.get("sync_mode"):
+            job.result = self._inline(job.result)
+
+    def _inline(self, result: dict[str, Any]) -> dict[str, Any]:
+        """sync_mode: every output file as a data URI instead of a CDN URL."""
+        for name in ("video", "mask_video"):
+            file = result.get(name)
+            if isinstance(file, dict):
+                rel = urlsplit(str(file["url"])).path[len("/files/") :]
+                data = base64.b64encode((self.files_dir / rel).read_bytes()).decode()
+                file["url"] = f"data:{file.get('content_type') or 'video/mp4'};base64,{data}"
+        return result
+
+    def result_expired(self, job: FakeJob) -> bool:
+        """fal keeps a result 1 h (6 min when 10 KB or larger); a sync_mode one not at all."""
+        if job.result is None:
+            return False
+        if job.arguments.get("sync_mode") and job.result_reads > 0:
+            return True
+        ttl = self.result_ttl_s
+        if len(json.dumps(job.result)) >= LARGE_RESULT_BYTES:
+            ttl = min(ttl, self.large_result_ttl_s)
+        return time.monotonic() - (job.finished_at or time.monotonic()) >= ttl
+
+    def stall(self, waiting: Any) -> None:
+        """Hold a response while ``waiting()`` is true (bounded; stop() releases every one)."""
+        deadline = time.monotonic() + STALL_LIMIT_S
+        while waiting() and not self._stopping and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _render(self, job: FakeJob) -> dict[str, Any]:
         args = job.arguments
@@ -832,9 +895,17 @@ class _Handler(BaseHTTPRequestHandler):
             if token in fake.forbidden_tokens:
                 self._send(403, {"detail": "Access denied: this file is private"}, kind="file")
                 return
+            body = target.read_bytes()
+            if token in fake.output_tokens:
+                fake.stall(lambda: fake.stall_files)
+                with fake._lock:
+                    short = fake.short_downloads > 0
+                    fake.short_downloads -= int(short)
+                if short:
+                    body = body[: len(body) // 2]
             self._send(
                 200,
-                target.read_bytes(),
+                body,
                 kind="file",
                 headers={"Content-Type": "application/octet-stream"},
             )
@@ -878,6 +949,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, payload, kind="status")
 
     def _result(self, job: FakeJob) -> None:
+        fake = self.server_fake
+        url = str(job.arguments.get("video_url") or "")
+        fake.stall(lambda: any(s in url for s in fake.stall_results))
         if job.state != "COMPLETED":
             self._send(400, {"detail": "Request is still in progress"}, kind="result")
         elif job.start_timed_out:
@@ -901,7 +975,11 @@ class _Handler(BaseHTTPRequestHandler):
                 kind="result",
                 headers={"X-Fal-Error-Type": job.error_type or "runner_error"},
             )
+        elif fake.result_expired(job):
+            self._send(404, {"detail": "Request not found"}, kind="result")
         else:
+            with fake._lock:
+                job.result_reads += 1
             self._send(200, job.result, kind="result", headers={"x-fal-request-id": job.id})
 
     def _put_part(self, path: str) -> None:
