@@ -36,6 +36,7 @@ from tasks.errors import (
 )
 from tasks.fal.client import CallTrace, FalClient, QueueStatus
 from tasks.fal.files import FalOutputs, parse_outputs
+from tasks.fal.status import StatusWatch
 from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
@@ -54,6 +55,7 @@ from tasks.media.verify import (
 )
 from tasks.retry import acall_with_backoff
 from tasks.run.cost import Price, cost_usd
+from tasks.run.cpu import CpuMeter, current_cpu_s, metered, to_thread
 from tasks.storage.store import Storage, redact_url, sha256_file
 
 # A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
@@ -135,7 +137,7 @@ async def probe_with_retries(location: str, runner: FalRunner) -> VideoFacts:
     """The input's header facts, read again (with the fal client's backoff) while it refuses."""
     client = runner.client
     return await acall_with_backoff(
-        lambda: asyncio.to_thread(read_video_facts, location),
+        lambda: to_thread(read_video_facts, location),
         replace(client.retry, attempts=PROBE_ATTEMPTS),
         transient=lambda exc: probe_worth_retrying(location, exc),
         sleep=client.sleep,
@@ -235,7 +237,7 @@ async def submit_job(
     check_reachable(job, runner)
     location = await probe_location(job, runner)
     ask = urlsplit(job.video_url).scheme in ("http", "https")  # not presigned s3 URLs
-    size = await asyncio.to_thread(precheck, location, runner.input_limits, ask)
+    size = await to_thread(precheck, location, runner.input_limits, ask)
     probed = await probe_with_retries(location, runner)
     check_probe_limits(probed, size, runner.input_limits, redact_url(location))
     entry.metrics["input"] = probed.as_dict()
@@ -343,7 +345,9 @@ async def fetch_and_verify(
             f"download truncated: {size} of {video.file_size} bytes",
             code=ErrorCode.fal_download_failed,
         )
-    report = await asyncio.to_thread(verify_output, out, expected, runner.verify)
+    t_verify = time.perf_counter()
+    report = await to_thread(verify_output, out, expected, runner.verify, sha256=sha)
+    entry.metrics["verify_s"] = round(time.perf_counter() - t_verify, 3)
     entry.verification = report.as_dict()
     entry.bytes, entry.sha256 = size, sha
     found = report.probe
@@ -363,12 +367,12 @@ async def mask_refusal(
 ) -> tuple[ErrorCode, str] | None:
     """(code, reason) when the mask video does not decode or disagrees with the output."""
     try:
-        mask_probe = await asyncio.to_thread(probe, mask)
+        mask_probe = await to_thread(probe, mask)
     except Exception as exc:  # PyAV raises many types for a broken file
         return ErrorCode.mask_undecodable, f"mask video does not decode: {type(exc).__name__}"
     if frames is not None and mask_probe.frames != frames:
         return ErrorCode.mask_frame_count, f"mask has {mask_probe.frames} frames, expected {frames}"
-    disagree = await asyncio.to_thread(verify_mask, out, mask, runner.verify)
+    disagree = await to_thread(verify_mask, out, mask, runner.verify)
     if disagree:
         return ErrorCode(disagree[0][0]), "; ".join(text for _, text in disagree)
     return None
@@ -410,13 +414,16 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> ResultRo
     later run fetches the result again instead of paying for a second job.
     """
     started_at, t0 = now_iso(), time.perf_counter()
+    meter = CpuMeter()  # this job's client CPU: its event-loop steps and its worker threads
     try:
-        return await _run_fal_job(job, storage, runner, t0)
+        row = await metered(_run_fal_job(job, storage, runner, t0), meter)
     except StorageError as exc:
         elapsed_s = round(time.perf_counter() - t0, 3)
-        return ended_row(
+        row = ended_row(
             job, Status.failed, exc.code, exc.message, started_at=started_at, elapsed_s=elapsed_s
         )
+    row.cpu_s = meter.total_s
+    return row
 
 
 async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> ResultRow:
@@ -446,6 +453,7 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
     entry.metrics["fal_retries"] = int(entry.metrics.get("fal_retries", 0)) + trace.retries
     seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
     entry.metrics["fal_error_types"] = sorted(seen)
+    entry.metrics["cpu_s"] = current_cpu_s()
     await save(ledger, entry, status.value)
     return ResultRow.from_entry(
         job,
@@ -526,16 +534,22 @@ async def submission_for(
 async def wait_for(
     entry: LedgerEntry, ledger: Ledger, runner: FalRunner, sub: Submission, trace: CallTrace
 ) -> QueueStatus:
-    """Poll fal until the job completes; a job that outlives its timeout is cancelled there."""
+    """Wait for fal's COMPLETED (stream, else polls); a job that outlives its timeout is
+    cancelled there. How the completion was seen goes into the entry's metrics."""
 
     async def on_status(st: QueueStatus) -> None:
         if st.status == "IN_PROGRESS" and entry.state is not JobState.running:
             entry.state = JobState.running
             await save(ledger, entry, "running")
 
+    watch = StatusWatch()
     try:
-        return await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
+        return await runner.client.wait(
+            sub.status_url, trace=trace, on_status=on_status, watch=watch
+        )
     except EndpointError as exc:
         if exc.code == ErrorCode.fal_timeout:
             fal_handles(entry).cancel = await cancel_quietly(runner.client, sub)
         raise
+    finally:
+        entry.metrics.update(watch.as_metrics())

@@ -60,6 +60,11 @@ class ResultRow(BaseModel):
     verify_reasons: str | None = None  # every failed check's code, comma-separated
     run_name: str | None = None  # the run whose report holds the row (set by the flow)
     flow_run_id: str | None = None  # the Prefect flow run that produced the row
+    verify_s: float | None = None  # seconds verifying the output
+    cpu_s: float | None = None  # client CPU seconds the job used (tasks.run.cpu)
+    status_via: str | None = None  # how fal's COMPLETED was seen: stream | poll | stream>poll
+    status_polls: int | None = None  # status GETs sent for the job
+    detect_delay_s: float | None = None  # bound on how late the completion was seen
 
     @model_validator(mode="before")
     @classmethod
@@ -118,12 +123,18 @@ class ResultRow(BaseModel):
             estimated_cost_usd=entry.estimated_cost_usd,
             cost_usd=entry.cost_usd,
             **verification_columns(entry.verification),
+            # A reused output did none of that work in this run.
+            **{
+                k: None if status is Status.skipped else entry.metrics.get(k) for k in SPEED_COLUMNS
+            },
         )
         values.update(extra)
         return cls(**values)
 
 
 RESULT_COLUMNS = list(ResultRow.model_fields)
+# What the job's work cost and how fast fal's completion was seen (ledger metrics of that name).
+SPEED_COLUMNS = ("verify_s", "cpu_s", "status_via", "status_polls", "detect_delay_s")
 
 
 class PlannedRow(Protocol):

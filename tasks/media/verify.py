@@ -242,16 +242,24 @@ class VerifyReport:
 
 
 def verify_output(
-    path: Path, expected: Expectation, settings: VerifySettings | None = None
+    path: Path,
+    expected: Expectation,
+    settings: VerifySettings | None = None,
+    *,
+    sha256: str | None = None,
 ) -> VerifyReport:
-    """Check ``path`` against ``expected`` and collect every reason it falls short."""
+    """Check ``path`` against ``expected`` and collect every reason it falls short.
+
+    ``sha256``: the file's digest when the caller computed it while the file streamed in (the
+    file is then not read again to hash it).
+    """
     settings = settings or VerifySettings()
     if not path.exists():
         return VerifyReport(False, [(ErrorCode.output_missing, "no output file was produced")])
     size = path.stat().st_size
     if size == 0:
         return VerifyReport(False, [(ErrorCode.output_empty, "output file is empty (0 bytes)")])
-    report = VerifyReport(True, bytes=size, sha256=sha256_file(path))
+    report = VerifyReport(True, bytes=size, sha256=sha256 or sha256_file(path))
     kind = sniff_container(path)
     try:
         found = probe(

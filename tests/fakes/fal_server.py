@@ -4,6 +4,8 @@ It speaks the parts of fal's protocol that matteflow uses (FACTS.md):
 
 * ``POST /{owner}/{app}[/{path}]``             submit -> ``{request_id, status_url, response_url, cancel_url, queue_position}``
 * ``GET  /{owner}/{app}/requests/{id}/status`` 202 ``IN_QUEUE``/``IN_PROGRESS``, 200 ``COMPLETED`` (+ ``metrics``, ``error``, ``error_type``)
+* ``GET  /{owner}/{app}/requests/{id}/status/stream`` server-sent events: one ``data:`` line with the
+  status JSON now and at each change, the stream ends after ``COMPLETED`` (as fal-js reads it)
 * ``GET  /{owner}/{app}/requests/{id}``        the result (200), 422 ``{"detail": [{loc, msg, type}]}``, 400 while running
 * ``PUT  /{owner}/{app}/requests/{id}/cancel`` 202 ``CANCELLATION_REQUESTED`` / 400 ``ALREADY_COMPLETED`` / 404 ``NOT_FOUND``
 * ``POST /storage/upload/initiate``            -> ``{upload_url, file_url}``; ``PUT upload_url`` stores the bytes
@@ -27,6 +29,8 @@ Stable API (issue 5 benchmarks rely on it)::
     fake.accepted["pixelcut/video-background-removal"]  # jobs accepted per app
     fake.accepted_inputs[(app, video_url)]              # jobs accepted per app and input
     fake.peak_in_progress, fake.in_progress, fake.calls[(kind, status)], fake.injected[kind]
+    fake.status_stream = "on" | "off" (404: no stream here) | "cut" (dropped after the first event)
+    fake.detect_delays                                  # s from a job's end to its first COMPLETED sent
     fake.stats() -> dict (a snapshot of the counters); fake.reset_counters(); fake.stop()
 
 ``FakeFal`` is also a context manager. The ``fake_fal`` fixture in tests/conftest.py gives a
@@ -108,6 +112,7 @@ class FakeJob:
     started_at: float | None = None
     finished_at: float | None = None
     cancelled: bool = False
+    seen_done: bool = False  # a COMPLETED status was sent for it (poll or stream)
     result: dict[str, Any] | None = None
     error: str | None = None
     error_type: str | None = None
@@ -187,8 +192,10 @@ class FakeFal:
         self.fail_inputs: set[str] = set()  # video_url substrings: job COMPLETED with error
         self.reject_inputs: set[str] = set()  # video_url substrings: result is a 422
         self.invert_mask_inputs: set[str] = set()  # video_url substrings: mask is inverted
+        self.status_stream = "on"  # "off": the stream answers 404; "cut": dropped mid-job
         self.jobs: dict[str, FakeJob] = {}
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a job changed state (wakes streams)
         self._outputs: dict[str, dict[str, Any]] = {}
         self.output_tokens: set[str] = set()
         self._output_locks: dict[str, threading.Lock] = {}
@@ -254,6 +261,7 @@ class FakeFal:
         self.completed = 0
         self.cancelled = 0
         self.encodes = 0
+        self.detect_delays: list[float] = []
 
     def count(self, kind: str, status: int) -> None:
         with self._lock:
@@ -271,7 +279,15 @@ class FakeFal:
                 "encodes": self.encodes,
                 "injected": dict(self.injected),
                 "calls": {f"{k}:{s}": n for (k, s), n in sorted(self.calls.items())},
+                "detect_delay_s": _delay_stats(self.detect_delays),
             }
+
+    def note_seen(self, job: FakeJob) -> None:
+        """A COMPLETED status is going out: the first one measures how late the client learns."""
+        with self._lock:
+            if not job.seen_done and job.finished_at is not None:
+                job.seen_done = True
+                self.detect_delays.append(time.monotonic() - job.finished_at)
 
     # -- files -----------------------------------------------------------------------------
 
@@ -311,6 +327,7 @@ class FakeFal:
             job.state, job.started_at = "IN_PROGRESS", time.monotonic()
             self.in_progress += 1
             self.peak_in_progress = max(self.peak_in_progress, self.in_progress)
+            self._changed.notify_all()
         try:
             if self.latency_s:
                 time.sleep(self.latency_s)
@@ -324,6 +341,7 @@ class FakeFal:
                 job.finished_at = time.monotonic()
                 job.state = "COMPLETED"
                 self.completed += 1
+                self._changed.notify_all()
 
     def _process(self, job: FakeJob) -> None:
         url = str(job.arguments.get("video_url") or "")
@@ -433,7 +451,9 @@ class FakeFal:
             self.cancelled += 1
             if job.state == "IN_QUEUE":
                 job.state = "COMPLETED"
+                job.finished_at = time.monotonic()
                 job.error, job.error_type = "Request cancelled", "request_cancelled"
+                self._changed.notify_all()
         return 202, {"status": "CANCELLATION_REQUESTED"}
 
     def queue_position(self, job: FakeJob) -> int:
@@ -443,6 +463,18 @@ class FakeFal:
                 for j in self.jobs.values()
                 if j.state == "IN_QUEUE" and j.submitted_at < job.submitted_at
             )
+
+
+def _delay_stats(delays: list[float]) -> dict[str, float | int | None]:
+    if not delays:
+        return {"n": 0, "mean": None, "p95": None, "max": None}
+    ordered = sorted(delays)
+    return {
+        "n": len(ordered),
+        "mean": round(sum(ordered) / len(ordered), 4),
+        "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 4),
+        "max": round(ordered[-1], 4),
+    }
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -527,7 +559,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None, ""
         i = parts.index("requests")
         rid = parts[i + 1] if len(parts) > i + 1 else ""
-        what = parts[i + 2] if len(parts) > i + 2 else "result"
+        what = "/".join(parts[i + 2 :]) or "result"
         job = self.server_fake.jobs.get(rid)
         if job is not None and "/".join(parts[:i]) != job.root:
             job = None
@@ -605,28 +637,27 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         job, what = self._request_target()
-        kind = "status" if what == "status" else "result"
+        kind = {"status": "status", "status/stream": "stream"}.get(what, "result")
         if self._fault(kind) or not self._authorized(kind):
+            return
+        if kind == "stream" and fake.status_stream == "off":
+            self._send(404, {"detail": "Not found"}, kind=kind)
             return
         if job is None:
             self._send(404, {"detail": "Request not found"}, kind=kind)
             return
-        if what == "status":
+        if kind == "stream":
+            self._stream(job, parse_qs(urlsplit(self.path).query))
+        elif kind == "status":
             self._status(job, parse_qs(urlsplit(self.path).query))
         else:
             self._result(job)
 
-    def _status(self, job: FakeJob, query: dict[str, list[str]]) -> None:
+    def _status_payload(self, job: FakeJob, query: dict[str, list[str]]) -> dict[str, Any]:
         if job.state == "IN_QUEUE":
-            payload: dict[str, Any] = {
-                "status": "IN_QUEUE",
-                "queue_position": self.server_fake.queue_position(job),
-            }
-            self._send(202, payload, kind="status")
-            return
+            return {"status": "IN_QUEUE", "queue_position": self.server_fake.queue_position(job)}
         if job.state == "IN_PROGRESS":
-            self._send(202, {"status": "IN_PROGRESS", "logs": []}, kind="status")
-            return
+            return {"status": "IN_PROGRESS", "logs": []}
         started = job.started_at or job.submitted_at
         payload = {
             "status": "COMPLETED",
@@ -635,7 +666,44 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if job.error:
             payload["error"], payload["error_type"] = job.error, job.error_type
-        self._send(200, payload, kind="status")
+        self.server_fake.note_seen(job)
+        return payload
+
+    def _status(self, job: FakeJob, query: dict[str, list[str]]) -> None:
+        payload = self._status_payload(job, query)
+        self._send(200 if payload["status"] == "COMPLETED" else 202, payload, kind="status")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _stream(self, job: FakeJob, query: dict[str, list[str]]) -> None:
+        """Server-sent events: the status now and at each change; ends after COMPLETED."""
+        fake = self.server_fake
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        fake.count("stream", 200)
+        last, sent = "", 0
+        try:
+            while True:
+                with fake._changed:
+                    while job.state == last:
+                        fake._changed.wait(timeout=5.0)
+                    last = job.state
+                if fake.status_stream == "cut" and sent >= 1:
+                    self._drop("stream")  # mid-job, no closing chunk: a cut connection
+                    return
+                payload = self._status_payload(job, query)
+                self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                sent += 1
+                if last == "COMPLETED":
+                    self._chunk(b"")
+                    return
+        except OSError:
+            self.close_connection = True
 
     def _result(self, job: FakeJob) -> None:
         if job.state != "COMPLETED":
