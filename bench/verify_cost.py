@@ -62,7 +62,9 @@ def main(width: int, height: int, seconds: float) -> None:
         )
         sha = sha256_file(out)
         base = best_of(lambda out=out: decode_only(out))
-        sampled = best_of(lambda out=out, e=expected: verify_output(out, e, SAMPLED, sha256=sha))
+        sampled = best_of(
+            lambda out=out, e=expected, h=sha: verify_output(out, e, SAMPLED, sha256=h)
+        )
         hashed = best_of(lambda out=out, e=expected: verify_output(out, e, SAMPLED))
         full = best_of(lambda out=out, e=expected: verify_output(out, e, FULL))
         ok = (

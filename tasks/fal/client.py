@@ -38,6 +38,9 @@ from tasks.retry import Backoff, acall_with_backoff
 from tasks.storage.store import CHUNK, redact_url
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+# An open status stream holds one of the pool's 100 connections for a whole job: past this many
+# open at once, further jobs poll, so submits, results and downloads always find a connection.
+MAX_STREAMS = 64
 INGRESS_STATUSES = frozenset({502, 503, 504})
 # Never sent: the request did not leave this machine, so repeating a submit is safe.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -260,6 +263,7 @@ class FalClient:
         self.rng = rng or random.Random()
         self.sleep = sleep
         self.stream_status = settings.status_stream  # off once fal says the stream is not there
+        self.streams_open = 0
         key = settings.key.get_secret_value() if settings.key else ""
         self._auth = {"Authorization": f"Key {key}"}
 
@@ -392,12 +396,16 @@ class FalClient:
             sleep=self.sleep,
             timeout_s=self.poll.timeout_s,
             idle_s=self.settings.stream_idle_s,
-            use_stream=self.stream_status,
+            use_stream=self.stream_status and self.streams_open < MAX_STREAMS,
         )
+        streaming = watcher.use_stream
+        self.streams_open += streaming
         try:
             return await watcher.wait(status_url, watch or StatusWatch(), on_status)
         finally:
-            self.stream_status = watcher.use_stream
+            self.streams_open -= streaming
+            if streaming and not watcher.use_stream:  # fal said the stream is not there
+                self.stream_status = False
 
     async def result(self, response_url: str, *, trace: CallTrace | None = None) -> dict[str, Any]:
         resp = await self.call_with_retries(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from tasks.fal.client import FalSettings, PollPolicy, build_client
@@ -165,4 +166,30 @@ async def test_stream_can_be_switched_off(fake_fal: FakeFal) -> None:
     await client.wait(sub.status_url, watch=watch)
     assert watch.via == "poll" and watch.streams == 0
     assert not any(kind == "stream" for kind, _ in fake_fal.calls)
+    await client.aclose()
+
+
+async def test_past_the_stream_cap_jobs_poll_so_the_pool_keeps_connections(
+    fake_fal: FakeFal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from tasks.fal import client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_STREAMS", 2)
+    fake_fal.latency_s = 0.3
+    settings = FalSettings.model_validate(
+        {"key": SecretStr(fake_fal.key), "queue_url": fake_fal.base_url}
+    )
+    client = build_client(settings, poll=PollPolicy(initial_s=0.05, max_s=0.1))
+    subs = [
+        await client.submit(PIXELCUT, {"video_url": fake_fal.base_url + f"/files/x/{i}.mp4"})
+        for i in range(4)
+    ]
+    watches = [StatusWatch() for _ in subs]
+    await asyncio.gather(
+        *(client.wait(s.status_url, watch=w) for s, w in zip(subs, watches, strict=True))
+    )
+    assert sorted(w.via for w in watches) == ["poll", "poll", "stream", "stream"]
+    assert client.streams_open == 0 and client.stream_status
     await client.aclose()
