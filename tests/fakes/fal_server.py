@@ -113,6 +113,7 @@ class FakeJob:
     finished_at: float | None = None
     cancelled: bool = False
     seen_done: bool = False  # a COMPLETED status was sent for it (poll or stream)
+    changed: threading.Condition | None = None  # notified (under the fake's lock) on each change
     result: dict[str, Any] | None = None
     error: str | None = None
     error_type: str | None = None
@@ -195,7 +196,6 @@ class FakeFal:
         self.status_stream = "on"  # "off": the stream answers 404; "cut": dropped mid-job
         self.jobs: dict[str, FakeJob] = {}
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # a job changed state (wakes streams)
         self._outputs: dict[str, dict[str, Any]] = {}
         self.output_tokens: set[str] = set()
         self._output_locks: dict[str, threading.Lock] = {}
@@ -313,6 +313,7 @@ class FakeFal:
     def submit(self, app: str, arguments: dict[str, Any]) -> FakeJob:
         root = "/".join(app.split("/")[:2])
         job = FakeJob(id=str(uuid.uuid4()), app=app, root=root, arguments=arguments)
+        job.changed = threading.Condition(self._lock)
         with self._lock:
             self.jobs[job.id] = job
             self.accepted[app] += 1
@@ -327,7 +328,7 @@ class FakeFal:
             job.state, job.started_at = "IN_PROGRESS", time.monotonic()
             self.in_progress += 1
             self.peak_in_progress = max(self.peak_in_progress, self.in_progress)
-            self._changed.notify_all()
+            self._notify(job)
         try:
             if self.latency_s:
                 time.sleep(self.latency_s)
@@ -341,7 +342,13 @@ class FakeFal:
                 job.finished_at = time.monotonic()
                 job.state = "COMPLETED"
                 self.completed += 1
-                self._changed.notify_all()
+                self._notify(job)
+
+    @staticmethod
+    def _notify(job: FakeJob) -> None:
+        """Wake the job's status streams; the caller holds the fake's lock."""
+        if job.changed is not None:
+            job.changed.notify_all()
 
     def _process(self, job: FakeJob) -> None:
         url = str(job.arguments.get("video_url") or "")
@@ -453,7 +460,7 @@ class FakeFal:
                 job.state = "COMPLETED"
                 job.finished_at = time.monotonic()
                 job.error, job.error_type = "Request cancelled", "request_cancelled"
-                self._changed.notify_all()
+                self._notify(job)
         return 202, {"status": "CANCELLATION_REQUESTED"}
 
     def queue_position(self, job: FakeJob) -> int:
@@ -689,9 +696,10 @@ class _Handler(BaseHTTPRequestHandler):
         last, sent = "", 0
         try:
             while True:
-                with fake._changed:
+                assert job.changed is not None
+                with job.changed:
                     while job.state == last:
-                        fake._changed.wait(timeout=5.0)
+                        job.changed.wait(timeout=5.0)
                     last = job.state
                 if fake.status_stream == "cut" and sent >= 1:
                     self._drop("stream")  # mid-job, no closing chunk: a cut connection
