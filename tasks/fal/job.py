@@ -222,7 +222,7 @@ def submission_of(entry: LedgerEntry) -> Submission:
 
 
 async def save(ledger: Ledger, entry: LedgerEntry, event: str) -> None:
-    await asyncio.to_thread(ledger.put, entry, event=event)
+    await to_thread(ledger.put, entry, event=event)
 
 
 async def submit_job(
@@ -320,9 +320,9 @@ async def bring_home(
             if refusal is not None:
                 return failed_verification(entry, *refusal)
             mask_rel = f"videos/{stem}.mask{mask.suffix}"
-            await asyncio.to_thread(storage.put_file, mask, mask_rel)
+            await to_thread(storage.put_file, mask, mask_rel)
         rel = f"videos/{stem}{spec.extension}"
-        await asyncio.to_thread(storage.put_file, out, rel)
+        await to_thread(storage.put_file, out, rel)
     entry.output_path, entry.output_url = rel, storage.url(rel)
     if mask_rel is not None:
         entry.mask_path, entry.mask_url = mask_rel, storage.url(mask_rel)
@@ -429,8 +429,8 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> ResultRo
 async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> ResultRow:
     ledger = Ledger(storage)
     started_at = now_iso()
-    entry = await asyncio.to_thread(ledger.get, job.key)
-    if await asyncio.to_thread(reusable, entry, storage):
+    entry = await to_thread(ledger.get, job.key)
+    if await to_thread(reusable, entry, storage):
         assert entry is not None
         return ResultRow.from_entry(
             job,
