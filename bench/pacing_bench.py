@@ -323,6 +323,9 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None, result_dir
             MATTEFLOW_FAL_POLL_MAX_S=str(POLL_MAX_S),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_LOGGING_LEVEL="WARNING",
+            # A fresh PREFECT_HOME migrates its database at start: on a loaded machine that
+            # outlasts the default wait. Start-up is outside the makespan either way.
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
         )
         env.pop("PREFECT_API_URL", None)
         if api_url:
