@@ -80,7 +80,8 @@ class Faults:
 
     kinds: "429" (Retry-After: ``retry_after``), "503" (nginx ingress page, no
     x-fal-request-id), "drop" (connection closed without a response; on submit the job is NOT
-    created). calls: which calls may fail: submit, status, result, cancel, upload, file (GET of
+    created). calls: which calls may fail: submit, status, stream (the status stream's opening
+    request; not in the default set), result, cancel, upload, file (GET of
     an output on the CDN), input (GET of a served or uploaded input: by the client's probe and by
     the fake's own workers).
     """
