@@ -36,6 +36,7 @@ check: install
 bench: install
 	$(PY) bench/pacing_bench.py $(BENCH_ARGS)
 	$(PY) -m bench.engine_bench $(BENCH_ARGS)
+	PYTHONPATH=$(CURDIR) $(PY) -m bench.verify_cost 1920 1080 6
 
 clean:
 	rm -rf output samples .pytest_cache .mypy_cache .ruff_cache

@@ -9,13 +9,18 @@ each in its own process (so its peak RSS is its own):
 * ``matteflow``: the real flow (``remove_backgrounds``) on the ``pixelcut`` endpoint: probe,
   budget guard, submit, poll, download, verify, store, ledger, reports, Prefect.
 
-Both poll with the same schedule (set here through ``MATTEFLOW_FAL_POLL_*``). Makespan is the
-time from the first job start to the last row (``jobs_s`` in the run summary for matteflow;
-Prefect start-up and reports are reported apart as ``total_s``). The machine is shared: the
-absolute seconds are noisy, the ratios to the bare run measured minutes apart are what count.
+matteflow watches status on fal's event stream and polls only when it fails; the bare script
+polls (the best a person writes by hand), and both poll with the same schedule (set here through
+``MATTEFLOW_FAL_POLL_*``). Makespan is the time from the first job start to the last row
+(``jobs_s`` in the run summary for matteflow; Prefect start-up and reports are reported apart as
+``total_s``). The fake server runs in this process, so this process's CPU time during a case is
+the fake's (``fake_cpu_share`` = its share of the CPU the case used); ``detect_mean_s`` is
+measured by the fake: from a job's end to the first COMPLETED it sent. The machine is shared:
+the absolute seconds are noisy, the ratios to the bare runs measured minutes apart are what count.
 
-    python bench/pacing_bench.py            # N=200 and N=2000, K=40, L=2 s (+ PostgreSQL)
+    python bench/pacing_bench.py            # 400 jobs of 1 s at 20, 2000 of 2 s at 40 (+ PostgreSQL)
     python bench/pacing_bench.py --quick    # a smoke test of a minute or two
+    python bench/pacing_bench.py --cases 2000x40x2 --no-postgres   # one size, temporary server
 """
 
 from __future__ import annotations
@@ -299,6 +304,13 @@ def run_child(argv: list[str], env: dict[str, str], log: Path, timeout_s: float)
     return result
 
 
+def cpu_now() -> tuple[float, float]:
+    """(this process's CPU seconds: the fake's, children's CPU seconds: the clients')."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
 def run_case(case: Case, work: Path, clip: Path, api_url: str | None, result_dir: str) -> None:
     fake = make_fake(work / "fake", case.latency_s, case.k)
     try:
@@ -311,6 +323,9 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None, result_dir
             MATTEFLOW_FAL_POLL_MAX_S=str(POLL_MAX_S),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_LOGGING_LEVEL="WARNING",
+            # A fresh PREFECT_HOME migrates its database at start: on a loaded machine that
+            # outlasts the default wait. Start-up is outside the makespan either way.
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300",
         )
         env.pop("PREFECT_API_URL", None)
         if api_url:
@@ -361,8 +376,13 @@ def run_case(case: Case, work: Path, clip: Path, api_url: str | None, result_dir
                 "--shared-limit",
                 f"bench-{os.getpid()}" if case.shared else "",
             ]
+        fake_c0, client_c0 = cpu_now()
         result = run_child(argv, env, log, timeout)
+        fake_c1, client_c1 = cpu_now()
+        result["fake_cpu_s"], result["client_cpu_s"] = fake_c1 - fake_c0, client_c1 - client_c0
         stats = fake.stats()
+        result["detect_delay_s"] = stats["detect_delay_s"]
+        result["stream_calls"] = sum(v for k, v in stats["calls"].items() if k.startswith("stream"))
         result["peak_in_progress"] = stats["peak_in_progress"]
         result["peak_outstanding"] = fake.peak_outstanding
         result["accepted"] = stats["accepted_total"]
@@ -406,6 +426,7 @@ def table(cases: list[Case]) -> list[dict[str, Any]]:
                 "ideal_s": round(c.ideal_s, 1),
                 "makespan_s": round(mk, 1),
                 "x_ideal": round(mk / c.ideal_s, 3),
+                "of_ideal": round(c.ideal_s / mk, 3),
                 "x_bare": round(mk / base, 3) if base else None,
                 "overhead_s_per_job": round(over_base, 3) if over_base is not None else None,
                 "total_s": round(float(r.get("total_s", mk)), 1),
@@ -413,11 +434,22 @@ def table(cases: list[Case]) -> list[dict[str, Any]]:
                 "peak_outstanding": r["peak_outstanding"],
                 "accepted": r["accepted"],
                 "rss_mb": round(float(r["rss_mb"]), 0),
+                "status_calls": r["status_calls"],
+                "streams": r.get("stream_calls", 0),
+                "detect_mean_s": (r.get("detect_delay_s") or {}).get("mean"),
+                "detect_p95_s": (r.get("detect_delay_s") or {}).get("p95"),
+                "cpu_ms_per_job": round(1000 * float(r.get("client_cpu_s", 0)) / c.n, 1),
+                "fake_cpu_share": _share(r),
                 "errors": sum(r["log_errors"].values()) + int(r.get("errors", 0)),
                 "ok": (r.get("counts") or {}).get("succeeded", c.n - int(r.get("errors", 0))),
             }
         )
     return rows
+
+
+def _share(r: dict[str, Any]) -> float | None:
+    fake, client = float(r.get("fake_cpu_s", 0)), float(r.get("client_cpu_s", 0))
+    return round(fake / (fake + client), 3) if fake + client else None
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -438,13 +470,27 @@ def machine() -> str:
     )
 
 
+def parse_shape(text: str) -> tuple[int, int, float]:
+    n, k, latency = text.lower().split("x")
+    return int(n), int(k), float(latency)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N: a smoke test")
-    parser.add_argument("--n", type=int, nargs="*", help="catalog sizes (default 200 2000)")
-    parser.add_argument("--k", type=int, default=40, help="account concurrency")
-    parser.add_argument("--latency", type=float, default=2.0, help="seconds per job")
+    parser.add_argument(
+        "--cases",
+        nargs="*",
+        default=["400x20x1", "2000x40x2"],
+        help="NxKxL: N jobs of L seconds at K in flight (default: issue 16's two shapes)",
+    )
+    parser.add_argument("--n", type=int, nargs="*", help="catalog sizes, with --k and --latency")
+    parser.add_argument("--k", type=int, default=40, help="account concurrency (with --n)")
+    parser.add_argument("--latency", type=float, default=2.0, help="seconds per job (with --n)")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL server")
+    parser.add_argument(
+        "--shared", action="store_true", help="also hold a Prefect global concurrency slot per job"
+    )
     parser.add_argument(
         "--task-runs", action="store_true", help="also run N=max with a task run per job"
     )
@@ -464,18 +510,22 @@ def main() -> int:
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if args.quick:
-        sizes, k, latency = args.n or [40], min(args.k, 8), min(args.latency, 0.5)
+        shapes = [(n, min(args.k, 8), min(args.latency, 0.5)) for n in args.n or [40]]
+    elif args.n:
+        shapes = [(n, args.k, args.latency) for n in args.n]
     else:
-        sizes, k, latency = args.n or [200, 2000], args.k, args.latency
+        shapes = [parse_shape(text) for text in args.cases]
     cases: list[Case] = []
-    big = max(sizes)
-    for n in sizes:  # bare before and after matteflow: the machine's load drifts
+    big = max(n for n, _, _ in shapes)
+    for n, k, latency in shapes:  # bare before and after matteflow: the machine's load drifts
         cases += [Case("bare", "-", n, k, latency), Case("matteflow", "sqlite", n, k, latency)]
         if n == big:
-            cases.append(Case("matteflow", "sqlite", n, k, latency, shared=True))
+            if args.shared:
+                cases.append(Case("matteflow", "sqlite", n, k, latency, shared=True))
             if not args.quick and not args.no_postgres:
                 cases.append(Case("matteflow", "postgres", n, k, latency))
-                cases.append(Case("matteflow", "postgres", n, k, latency, shared=True))
+                if args.shared:
+                    cases.append(Case("matteflow", "postgres", n, k, latency, shared=True))
             if args.task_runs:
                 cases.append(Case("matteflow", "sqlite", n, k, latency, task_runs="on"))
         cases.append(Case("bare", "-", n, k, latency))
@@ -517,7 +567,10 @@ def main() -> int:
         header = (
             f"matteflow pacing benchmark, {started.isoformat(timespec='seconds')}\n"
             f"machine: {machine()}\n"
-            f"poll schedule (both clients): {POLL_INITIAL_S} s x{POLL_FACTOR} up to {POLL_MAX_S} s\n"
+            f"poll schedule (both clients): {POLL_INITIAL_S} s x{POLL_FACTOR} up to {POLL_MAX_S} s"
+            " (matteflow: on the status stream's failure only)\n"
+            "of_ideal = ceil(N/K)*L / makespan; fake_cpu_share = the fake server's share of the "
+            "case's CPU (fake + client processes)\n"
             "makespan: first job start to last row; bare = mean of the bare runs of that N;\n"
             "overhead_s_per_job = (makespan - bare) * K / N (slot-seconds each job costs more)\n"
             "shared, noisy machine: compare ratios, not seconds\n"

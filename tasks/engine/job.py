@@ -46,7 +46,7 @@ def run_local_job(
     Storage failures (after the storage retry policy) end the row as failed with the reason;
     the ledger then still says "not done", so a later run does the job again.
     """
-    started_at, t0 = now_iso(), time.perf_counter()
+    started_at, t0, c0 = now_iso(), time.perf_counter(), time.thread_time()
     try:
         return _run_local_job(
             job,
@@ -58,8 +58,15 @@ def run_local_job(
         )
     except StorageError as exc:
         elapsed_s = round(time.perf_counter() - t0, 3)
+        cpu_s = round(time.thread_time() - c0, 4)
         return ended_row(
-            job, Status.failed, exc.code, exc.message, started_at=started_at, elapsed_s=elapsed_s
+            job,
+            Status.failed,
+            exc.code,
+            exc.message,
+            started_at=started_at,
+            elapsed_s=elapsed_s,
+            cpu_s=cpu_s,
         )
 
 
@@ -72,7 +79,7 @@ def _run_local_job(
     t0: float,
 ) -> ResultRow:
     ledger = Ledger(storage)
-    started_at = now_iso()
+    started_at, c0 = now_iso(), time.thread_time()  # the job runs on this one thread
     entry = ledger.get(job.key)
     if reusable(entry, storage):
         assert entry is not None
@@ -103,6 +110,8 @@ def _run_local_job(
         retries += 1
         entry.attempts += 1
         ledger.put(entry, event="retry_verification")
+    # This thread's CPU: decode, matte and encode calls; codec threads of their own are not in it.
+    entry.metrics["cpu_s"] = round(time.thread_time() - c0, 4)
     ledger.put(entry, event=entry.state.value)
     return ResultRow.from_entry(
         job,

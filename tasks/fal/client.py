@@ -40,11 +40,15 @@ from tasks.errors import (
     RetryableEndpointError,
     SubmitOutcomeUnknown,
 )
+from tasks.fal.status import StatusWatch, StatusWatcher
 from tasks.ledger.handles import Submission
 from tasks.retry import Backoff, acall_with_backoff
 from tasks.storage.store import CHUNK, redact_url
 
 RETRY_STATUSES = frozenset({408, 409, 429})
+# An open status stream holds one of the pool's 100 connections for a whole job: past this many
+# open at once, further jobs poll, so submits, results and downloads always find a connection.
+MAX_STREAMS = 64
 INGRESS_STATUSES = frozenset({502, 503, 504})
 # Never sent: the request did not leave this machine, so repeating a submit is safe.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -123,6 +127,14 @@ class FalSettings(BaseSettings):
     poll_max_s: float = Field(10.0, gt=0, description="Cap of the status poll delay.")
     job_timeout_s: float = Field(
         6 * 3600.0, gt=0, description="Give up (and cancel) a job not finished after this long."
+    )
+    status_stream: bool = Field(
+        True,
+        description="Watch job status on fal's event stream (GET {status_url}/stream); "
+        "polls take over on any stream error.",
+    )
+    stream_idle_s: float = Field(
+        30.0, gt=0, description="A status stream silent this long is checked with one poll."
     )
 
 
@@ -422,6 +434,8 @@ class FalClient:
         )
         self.rng = rng or random.Random()
         self.sleep = sleep
+        self.stream_status = settings.status_stream  # off once fal says the stream is not there
+        self.streams_open = 0
         key = settings.key.get_secret_value() if settings.key else ""
         self._auth = {"Authorization": f"Key {key}"}
         self._token_lock = asyncio.Lock()
@@ -550,24 +564,29 @@ class FalClient:
         *,
         trace: CallTrace | None = None,
         on_status: Callable[[QueueStatus], Awaitable[None]] | None = None,
+        watch: StatusWatch | None = None,
     ) -> QueueStatus:
-        """Poll until COMPLETED with growing, jittered delays; raise after the job timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.poll.timeout_s
-        polls = 0
-        while True:
-            st = await self.status(status_url, trace=trace)
-            if on_status is not None:
-                await on_status(st)
-            if st.done:
-                return st
-            if loop.time() >= deadline:
-                raise EndpointError(
-                    f"fal.ai job not finished after {self.poll.timeout_s:.0f} s",
-                    code=ErrorCode.fal_timeout,
-                )
-            await self.sleep(poll_delay(polls, self.poll, self.rng))
-            polls += 1
+        """Wait until COMPLETED: the status stream, polls when it fails (``tasks.fal.status``);
+        raise after the job timeout. ``watch`` records how the completion was seen."""
+        watcher = StatusWatcher(
+            http=self.http,
+            headers=self._auth,
+            poll_once=lambda: self.status(status_url, trace=trace),
+            parse=QueueStatus.model_validate,
+            delay=lambda n: poll_delay(n, self.poll, self.rng),
+            sleep=self.sleep,
+            timeout_s=self.poll.timeout_s,
+            idle_s=self.settings.stream_idle_s,
+            use_stream=self.stream_status and self.streams_open < MAX_STREAMS,
+        )
+        streaming = watcher.use_stream
+        self.streams_open += streaming
+        try:
+            return await watcher.wait(status_url, watch or StatusWatch(), on_status)
+        finally:
+            self.streams_open -= streaming
+            if streaming and not watcher.use_stream:  # fal said the stream is not there
+                self.stream_status = False
 
     async def result(self, response_url: str, *, trace: CallTrace | None = None) -> dict[str, Any]:
         resp = await self.call_with_retries(

@@ -39,6 +39,7 @@ from tasks.fal.cancel import cancel_fal_job, cancel_quietly
 from tasks.fal.client import CallTrace, FalClient, QueueStatus
 from tasks.fal.expect import fal_expectation
 from tasks.fal.saved import fetch_file, mark_completed, save_result, saved_result
+from tasks.fal.status import StatusWatch
 from tasks.fal.uploads import upload_file
 from tasks.ledger.claims import ClaimHeld, ClaimOwner, Claims, ClaimSettings, HeldClaim, held_claim
 from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
@@ -58,6 +59,7 @@ from tasks.media.verify import (
 )
 from tasks.retry import acall_with_backoff
 from tasks.run.cost import Price, cost_usd
+from tasks.run.cpu import CpuMeter, current_cpu_s, metered, to_thread
 from tasks.storage.store import Storage, redact_url
 
 # A submit guard wraps the submit step (pacing, budget: issue 5). It may raise BudgetExceeded.
@@ -152,7 +154,7 @@ async def probe_with_retries(location: str, runner: FalRunner) -> VideoFacts:
     """The input's header facts, read again (with the fal client's backoff) while it refuses."""
     client = runner.client
     return await acall_with_backoff(
-        lambda: asyncio.to_thread(read_video_facts, location),
+        lambda: to_thread(read_video_facts, location),
         replace(client.retry, attempts=PROBE_ATTEMPTS),
         transient=lambda exc: probe_worth_retrying(location, exc),
         sleep=client.sleep,
@@ -226,7 +228,7 @@ def submission_of(entry: LedgerEntry) -> Submission:
 
 
 async def save(ledger: Ledger, entry: LedgerEntry, event: str) -> None:
-    await asyncio.to_thread(ledger.put, entry, event=event)
+    await to_thread(ledger.put, entry, event=event)
 
 
 async def submit_job(
@@ -244,7 +246,7 @@ async def submit_job(
     check_reachable(job, runner)
     location = await probe_location(job, runner)
     ask = urlsplit(job.video_url).scheme in ("http", "https")  # not presigned s3 URLs
-    size = await asyncio.to_thread(precheck, location, runner.input_limits, ask)
+    size = await to_thread(precheck, location, runner.input_limits, ask)
     probed = await probe_with_retries(location, runner)
     check_probe_limits(probed, size, runner.input_limits, redact_url(location))
     entry.metrics["input"] = probed.as_dict()
@@ -311,9 +313,9 @@ async def bring_home(
             if refusal is not None:
                 return failed_verification(entry, *refusal)
             mask_rel = f"videos/{stem}.mask{mask.suffix}"
-            await asyncio.to_thread(storage.put_file, mask, mask_rel)
+            await to_thread(storage.put_file, mask, mask_rel)
         rel = f"videos/{stem}{spec.extension}"
-        await asyncio.to_thread(storage.put_file, out, rel)
+        await to_thread(storage.put_file, out, rel)
     entry.output_path, entry.output_url = rel, storage.url(rel)
     if mask_rel is not None:
         entry.mask_path, entry.mask_url = mask_rel, storage.url(mask_rel)
@@ -337,7 +339,9 @@ async def fetch_and_verify(
             f"download truncated: {size} of {video.file_size} bytes",
             code=ErrorCode.fal_download_failed,
         )
-    report = await asyncio.to_thread(verify_output, out, expected, runner.verify)
+    t_verify = time.perf_counter()
+    report = await to_thread(verify_output, out, expected, runner.verify, sha256=sha)
+    entry.metrics["verify_s"] = round(time.perf_counter() - t_verify, 3)
     entry.verification = report.as_dict()
     entry.bytes, entry.sha256 = size, sha
     found = report.probe
@@ -357,12 +361,12 @@ async def mask_refusal(
 ) -> tuple[ErrorCode, str] | None:
     """(code, reason) when the mask video does not decode or disagrees with the output."""
     try:
-        mask_probe = await asyncio.to_thread(probe, mask)
+        mask_probe = await to_thread(probe, mask)
     except Exception as exc:  # PyAV raises many types for a broken file
         return ErrorCode.mask_undecodable, f"mask video does not decode: {type(exc).__name__}"
     if frames is not None and mask_probe.frames != frames:
         return ErrorCode.mask_frame_count, f"mask has {mask_probe.frames} frames, expected {frames}"
-    disagree = await asyncio.to_thread(verify_mask, out, mask, runner.verify)
+    disagree = await to_thread(verify_mask, out, mask, runner.verify)
     if disagree:
         return ErrorCode(disagree[0][0]), "; ".join(text for _, text in disagree)
     return None
@@ -406,12 +410,15 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> ResultRo
         elapsed_s = round(time.perf_counter() - t0, 3)
         return ended_row(job, status, code, error, started_at=started_at, elapsed_s=elapsed_s)
 
+    meter = CpuMeter()  # this job's client CPU: its event-loop steps and its worker threads
     try:
-        return await _run_fal_job(job, storage, runner, t0)
+        row = await metered(_run_fal_job(job, storage, runner, t0), meter)
     except (StorageError, ClaimHeld) as exc:
-        return ended(Status.failed, exc.code, exc.message)
+        row = ended(Status.failed, exc.code, exc.message)
     except asyncio.CancelledError:
         return ended(Status.cancelled, ErrorCode.cancelled, NOT_SUBMITTED)
+    row.cpu_s = meter.total_s
+    return row
 
 
 def skipped_row(job: Job, entry: LedgerEntry, started_at: str, t0: float) -> ResultRow:
@@ -430,8 +437,8 @@ def skipped_row(job: Job, entry: LedgerEntry, started_at: str, t0: float) -> Res
 async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> ResultRow:
     ledger = Ledger(storage)
     started_at = now_iso()
-    entry = await asyncio.to_thread(ledger.get, job.key)
-    if await asyncio.to_thread(reusable, entry, storage):
+    entry = await to_thread(ledger.get, job.key)
+    if await to_thread(reusable, entry, storage):
         assert entry is not None
         return skipped_row(job, entry, started_at, t0)
     async with held_claim(runner.claims(storage), job.key) as claim:
@@ -455,6 +462,7 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
         entry.metrics["fal_retries"] = int(entry.metrics.get("fal_retries", 0)) + trace.retries
         seen = set(entry.metrics.get("fal_error_types", [])) | set(trace.error_types)
         entry.metrics["fal_error_types"] = sorted(seen)
+        entry.metrics["cpu_s"] = current_cpu_s()
         await save(ledger, entry, status.value)
     billed = entry.metrics.get("possibly_billed_usd", 0.0) if trace.submitted else 0.0
     return ResultRow.from_entry(
@@ -575,16 +583,22 @@ async def submission_for(
 async def wait_for(
     entry: LedgerEntry, ledger: Ledger, runner: FalRunner, sub: Submission, trace: CallTrace
 ) -> QueueStatus:
-    """Poll fal until the job completes; a job that outlives its timeout is cancelled there."""
+    """Wait for fal's COMPLETED (stream, else polls); a job that outlives its timeout is
+    cancelled there. How the completion was seen goes into the entry's metrics."""
 
     async def on_status(st: QueueStatus) -> None:
         if st.status == "IN_PROGRESS" and entry.state is not JobState.running:
             entry.state = JobState.running
             await save(ledger, entry, "running")
 
+    watch = StatusWatch()
     try:
-        return await runner.client.wait(sub.status_url, trace=trace, on_status=on_status)
+        return await runner.client.wait(
+            sub.status_url, trace=trace, on_status=on_status, watch=watch
+        )
     except EndpointError as exc:
         if exc.code == ErrorCode.fal_timeout:
             fal_handles(entry).cancel = await cancel_quietly(runner.client, sub)
         raise
+    finally:
+        entry.metrics.update(watch.as_metrics())

@@ -63,6 +63,11 @@ class ResultRow(BaseModel):
     # fal's FAQ: a 422 (invalid input) may still be charged: its estimate, counted against the
     # budget and in the cost report, though ``cost_usd`` stays what fal surely billed.
     possibly_billed_usd: float = 0.0
+    verify_s: float | None = None  # seconds verifying the output
+    cpu_s: float | None = None  # client CPU seconds the job used (tasks.run.cpu)
+    status_via: str | None = None  # how fal's COMPLETED was seen: stream | poll | stream>poll
+    status_polls: int | None = None  # status GETs sent for the job
+    detect_delay_s: float | None = None  # bound on how late the completion was seen
 
     @model_validator(mode="before")
     @classmethod
@@ -122,12 +127,18 @@ class ResultRow(BaseModel):
             cost_usd=entry.cost_usd,
             possibly_billed_usd=entry.metrics.get("possibly_billed_usd", 0.0),
             **verification_columns(entry.verification),
+            # A reused output did none of that work in this run.
+            **{
+                k: None if status is Status.skipped else entry.metrics.get(k) for k in SPEED_COLUMNS
+            },
         )
         values.update(extra)
         return cls(**values)
 
 
 RESULT_COLUMNS = list(ResultRow.model_fields)
+# What the job's work cost and how fast fal's completion was seen (ledger metrics of that name).
+SPEED_COLUMNS = ("verify_s", "cpu_s", "status_via", "status_polls", "detect_delay_s")
 
 
 class PlannedRow(Protocol):

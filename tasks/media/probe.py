@@ -70,6 +70,8 @@ def truncation(path: Path, kind: str | None) -> str | None:
     size = path.stat().st_size
     if kind in ("mp4", "mov"):
         return _iso_box_overrun(path, size)
+    if kind in ("webm", "matroska"):
+        return _ebml_segment_overrun(path, size)
     if kind == "gif":
         with path.open("rb") as fh:
             fh.seek(max(0, size - 1))
@@ -99,6 +101,40 @@ def _iso_box_overrun(path: Path, size: int) -> str | None:
             pos += box_size
     if b"moov" not in seen:
         return "no 'moov' box: the file was cut before its index was written"
+    return None
+
+
+def _ebml_vint(data: bytes, pos: int) -> tuple[int, int, bool]:
+    """(value, length, unknown) of the EBML variable-length integer at ``pos``."""
+    first = data[pos]
+    length = 9 - first.bit_length() if first else 9
+    if length > 8 or pos + length > len(data):
+        raise ValueError("bad EBML size")
+    value = first & ((1 << (8 - length)) - 1)
+    for byte in data[pos + 1 : pos + length]:
+        value = (value << 8) | byte
+    return value, length, value == (1 << (7 * length)) - 1
+
+
+def _ebml_segment_overrun(path: Path, size: int) -> str | None:
+    """A Matroska/WebM Segment that declares more bytes than the file has: a cut file.
+
+    Muxers writing to a seekable file fill in the Segment's size at the end; a live-written
+    file says "unknown", which tells nothing.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    try:
+        header_len, n, _ = _ebml_vint(head, 4)  # after the 4-byte EBML header ID
+        pos = 4 + n + header_len
+        if head[pos : pos + 4] != b"\x18\x53\x80\x67":  # Segment
+            return None
+        seg_len, n, unknown = _ebml_vint(head, pos + 4)
+    except (ValueError, IndexError):
+        return None
+    end = pos + 4 + n + seg_len
+    if not unknown and end > size:
+        return f"Segment needs {end} bytes, file has {size}"
     return None
 
 

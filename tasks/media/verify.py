@@ -30,6 +30,7 @@ from tasks.media.probe import (
     sniff_container,
     truncation,
 )
+from tasks.media.sampled import probe_sampled
 from tasks.storage.store import sha256_file
 
 __all__ = [
@@ -75,6 +76,19 @@ class VerifySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    mode: Literal["sampled", "full"] = Field(
+        "sampled",
+        description="sampled: frame count and timing from the container's packets, alpha and "
+        "matte on a sample of decoded frames (a few percent of a full decode); full: decode "
+        "every frame (also finds a frame in the middle that does not decode).",
+    )
+    sample_frames: int = Field(
+        6,
+        ge=1,
+        le=1000,
+        description="Sampled mode: keyframes decoded (each with the frame after it), spread "
+        "over the file, the first and the last included.",
+    )
     min_fg_fraction: float = Field(
         0.005,
         ge=0.0,
@@ -99,7 +113,8 @@ class VerifySettings(BaseModel):
         1,
         ge=1,
         le=1000,
-        description="Measure the matte on every Nth frame (and the frame after it, for flicker).",
+        description="Full mode: measure the matte on every Nth frame (and the frame after it, "
+        "for flicker).",
     )
     background_tolerance: int = Field(
         40,
@@ -242,24 +257,27 @@ class VerifyReport:
 
 
 def verify_output(
-    path: Path, expected: Expectation, settings: VerifySettings | None = None
+    path: Path,
+    expected: Expectation,
+    settings: VerifySettings | None = None,
+    *,
+    sha256: str | None = None,
 ) -> VerifyReport:
-    """Check ``path`` against ``expected`` and collect every reason it falls short."""
+    """Check ``path`` against ``expected`` and collect every reason it falls short.
+
+    ``sha256``: the file's digest when the caller computed it while the file streamed in (the
+    file is then not read again to hash it).
+    """
     settings = settings or VerifySettings()
     if not path.exists():
         return VerifyReport(False, [(ErrorCode.output_missing, "no output file was produced")])
     size = path.stat().st_size
     if size == 0:
         return VerifyReport(False, [(ErrorCode.output_empty, "output file is empty (0 bytes)")])
-    report = VerifyReport(True, bytes=size, sha256=sha256_file(path))
+    report = VerifyReport(True, bytes=size, sha256=sha256 or sha256_file(path))
     kind = sniff_container(path)
     try:
-        found = probe(
-            path,
-            sample_every=settings.matte_sample_every,
-            background_rgb=expected.background_rgb,
-            background_tolerance=settings.background_tolerance,
-        )
+        found = _probe(path, expected, settings)
     except NoVideoStream as exc:
         report.add([(ErrorCode.output_not_video, f"output is not a video: {_describe(exc)}")])
         return report
@@ -286,6 +304,22 @@ def verify_output(
     ]
     report.add(reasons)
     return report
+
+
+def _probe(path: Path, expected: Expectation, settings: VerifySettings) -> VideoProbe:
+    if settings.mode == "sampled":
+        return probe_sampled(
+            path,
+            samples=settings.sample_frames,
+            background_rgb=expected.background_rgb,
+            background_tolerance=settings.background_tolerance,
+        )
+    return probe(
+        path,
+        sample_every=settings.matte_sample_every,
+        background_rgb=expected.background_rgb,
+        background_tolerance=settings.background_tolerance,
+    )
 
 
 def _integrity(path: Path, kind: str | None, found: VideoProbe) -> Iterator[Reason]:

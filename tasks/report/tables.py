@@ -168,8 +168,35 @@ def summary(
             "mean_flicker": _mean(results["flicker"]),
         },
         "budget": budget_status(results, budget_usd),
+        "speed": speed(results),
         "params": params,
         "timings": timings,
+    }
+
+
+def _spread(series: pd.Series) -> dict[str, Any]:
+    values = pd.to_numeric(series, errors="coerce").dropna()
+    if not len(values):
+        return {"jobs": 0, "total": None, "mean": None, "p95": None, "max": None}
+    return {
+        "jobs": len(values),
+        "total": round(float(values.sum()), 3),
+        "mean": round(float(values.mean()), 4),
+        "p95": round(float(values.quantile(0.95)), 4),
+        "max": round(float(values.max()), 4),
+    }
+
+
+def speed(results: pd.DataFrame) -> dict[str, Any]:
+    """How fal's completions were seen (stream or polls, how late at most) and what the client
+    spent per job: verification seconds and CPU seconds (rows that did the work only)."""
+    via = results["status_via"].dropna()
+    return {
+        "status_via": {str(k): int(v) for k, v in via.value_counts().items()},
+        "status_polls": int(_num(results["status_polls"]).sum()),
+        "detect_delay_s": _spread(results["detect_delay_s"]),
+        "verify_s": _spread(results["verify_s"]),
+        "cpu_s": _spread(results["cpu_s"]),
     }
 
 

@@ -4,6 +4,8 @@ It speaks the parts of fal's protocol that matteflow uses (FACTS.md):
 
 * ``POST /{owner}/{app}[/{path}]``             submit -> ``{request_id, status_url, response_url, cancel_url, queue_position}``
 * ``GET  /{owner}/{app}/requests/{id}/status`` 202 ``IN_QUEUE``/``IN_PROGRESS``, 200 ``COMPLETED`` (+ ``metrics``, ``error``, ``error_type``)
+* ``GET  /{owner}/{app}/requests/{id}/status/stream`` server-sent events: one ``data:`` line with the
+  status JSON now and at each change, the stream ends after ``COMPLETED`` (as fal-js reads it)
 * ``GET  /{owner}/{app}/requests/{id}``        the result (200), 422 ``{"detail": [{loc, msg, type}]}``, 400 while running
 * ``PUT  /{owner}/{app}/requests/{id}/cancel`` 202 ``CANCELLATION_REQUESTED`` / 400 ``ALREADY_COMPLETED`` / 404 ``NOT_FOUND``
 * ``POST /storage/upload/initiate``            -> ``{upload_url, file_url}``; ``PUT upload_url`` stores the bytes (old flow)
@@ -31,6 +33,8 @@ Stable API (issue 5 benchmarks rely on it)::
     fake.accepted["pixelcut/video-background-removal"]  # jobs accepted per app
     fake.accepted_inputs[(app, video_url)]              # jobs accepted per app and input
     fake.peak_in_progress, fake.in_progress, fake.calls[(kind, status)], fake.injected[kind]
+    fake.status_stream = "on" | "off" (404: no stream here) | "cut" (dropped after the first event)
+    fake.detect_delays                                  # s from a job's end to its first COMPLETED sent
     fake.stats() -> dict (a snapshot of the counters); fake.reset_counters(); fake.stop()
 
 Harder behaviours (issue 13), each off by default::
@@ -112,7 +116,8 @@ class Faults:
     kinds: "429" (Retry-After: ``retry_after``), "503" (nginx ingress page, no
     x-fal-request-id), "500" (fal's own error: JSON, ``x-fal-request-id``, an error type; on a
     submit the job is NOT created), "drop" (connection closed without a response; on submit the
-    job is NOT created). calls: which calls may fail: submit, status, result, cancel, upload, file (GET of
+    job is NOT created). calls: which calls may fail: submit, status, stream (the status stream's
+    opening request; not in the default set), result, cancel, upload, file (GET of
     an output on the CDN), input (GET of a served or uploaded input: by the client's probe and by
     the fake's own workers).
     """
@@ -144,6 +149,8 @@ class FakeJob:
     started_at: float | None = None
     finished_at: float | None = None
     cancelled: bool = False
+    seen_done: bool = False  # a COMPLETED status was sent for it (poll or stream)
+    changed: threading.Condition | None = None  # notified (under the fake's lock) on each change
     result: dict[str, Any] | None = None
     error: str | None = None
     error_type: str | None = None
@@ -276,6 +283,7 @@ class FakeFal:
         self.stall_results: set[str] = set()  # video_url substrings: result GETs wait
         self.stall_files = False  # output downloads wait while True
         self._stopping = False
+        self.status_stream = "on"  # "off": the stream answers 404; "cut": dropped mid-job
         self.jobs: dict[str, FakeJob] = {}
         self._lock = threading.Lock()
         self._outputs: dict[str, dict[str, Any]] = {}
@@ -349,6 +357,7 @@ class FakeFal:
         self.encodes = 0
         self.submit_headers: list[dict[str, str]] = []
         self.uploads_seen: list[tuple[str, int]] = []  # (single|part|complete, bytes)
+        self.detect_delays: list[float] = []
 
     def count(self, kind: str, status: int) -> None:
         with self._lock:
@@ -367,7 +376,15 @@ class FakeFal:
                 "encodes": self.encodes,
                 "injected": dict(self.injected),
                 "calls": {f"{k}:{s}": n for (k, s), n in sorted(self.calls.items())},
+                "detect_delay_s": _delay_stats(self.detect_delays),
             }
+
+    def note_seen(self, job: FakeJob) -> None:
+        """A COMPLETED status is going out: the first one measures how late the client learns."""
+        with self._lock:
+            if not job.seen_done and job.finished_at is not None:
+                job.seen_done = True
+                self.detect_delays.append(time.monotonic() - job.finished_at)
 
     # -- files -----------------------------------------------------------------------------
 
@@ -397,6 +414,7 @@ class FakeFal:
         job = FakeJob(id=str(uuid.uuid4()), app=app, root=root, arguments=arguments)
         timeout = (headers or {}).get("x-fal-request-timeout")
         job.start_timeout_s = float(timeout) if timeout else None
+        job.changed = threading.Condition(self._lock)
         with self._lock:
             self.submit_headers.append(dict(headers or {}))
             self.jobs[job.id] = job
@@ -422,6 +440,7 @@ class FakeFal:
             self.in_progress += 1
             self.peak_in_progress = max(self.peak_in_progress, self.in_progress)
             self.ran_inputs[(job.app, str(job.arguments.get("video_url")))] += 1
+            self._notify(job)
         try:
             if self.latency_s:
                 time.sleep(self.latency_s)
@@ -437,6 +456,13 @@ class FakeFal:
                 job.finished_at = time.monotonic()
                 job.state = "COMPLETED"
                 self.completed += 1
+                self._notify(job)
+
+    @staticmethod
+    def _notify(job: FakeJob) -> None:
+        """Wake the job's status streams; the caller holds the fake's lock."""
+        if job.changed is not None:
+            job.changed.notify_all()
 
     def _process(self, job: FakeJob) -> None:
         url = str(job.arguments.get("video_url") or "")
@@ -596,7 +622,9 @@ class FakeFal:
             self.cancelled += 1
             if job.state == "IN_QUEUE":
                 job.state = "COMPLETED"
+                job.finished_at = time.monotonic()
                 job.error, job.error_type = "Request cancelled", "request_cancelled"
+                self._notify(job)
         return 202, {"status": "CANCELLATION_REQUESTED"}
 
     def queue_position(self, job: FakeJob) -> int:
@@ -606,6 +634,18 @@ class FakeFal:
                 for j in self.jobs.values()
                 if j.state == "IN_QUEUE" and j.submitted_at < job.submitted_at
             )
+
+
+def _delay_stats(delays: list[float]) -> dict[str, float | int | None]:
+    if not delays:
+        return {"n": 0, "mean": None, "p95": None, "max": None}
+    ordered = sorted(delays)
+    return {
+        "n": len(ordered),
+        "mean": round(sum(ordered) / len(ordered), 4),
+        "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 4),
+        "max": round(ordered[-1], 4),
+    }
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -744,7 +784,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None, ""
         i = parts.index("requests")
         rid = parts[i + 1] if len(parts) > i + 1 else ""
-        what = parts[i + 2] if len(parts) > i + 2 else "result"
+        what = "/".join(parts[i + 2 :]) or "result"
         job = self.server_fake.jobs.get(rid)
         if job is not None and "/".join(parts[:i]) != job.root:
             job = None
@@ -911,31 +951,29 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         job, what = self._request_target()
-        kind = "status" if what == "status" else "result"
+        kind = {"status": "status", "status/stream": "stream"}.get(what, "result")
         if self._fault(kind) or not self._authorized(kind):
+            return
+        if kind == "stream" and fake.status_stream == "off":
+            self._send(404, {"detail": "Not found"}, kind=kind)
             return
         if job is None:
             self._send(404, {"detail": "Request not found"}, kind=kind)
             return
-        if what == "status":
+        if kind == "stream":
+            self._stream(job, parse_qs(urlsplit(self.path).query))
+        elif kind == "status":
             self._status(job, parse_qs(urlsplit(self.path).query))
         else:
             self._result(job)
 
-    def _status(self, job: FakeJob, query: dict[str, list[str]]) -> None:
+    def _status_payload(self, job: FakeJob, query: dict[str, list[str]]) -> dict[str, Any]:
         if self.server_fake.unknown_status is not None:
-            self._send(202, {"status": self.server_fake.unknown_status}, kind="status")
-            return
+            return {"status": self.server_fake.unknown_status}
         if job.state == "IN_QUEUE":
-            payload: dict[str, Any] = {
-                "status": "IN_QUEUE",
-                "queue_position": self.server_fake.queue_position(job),
-            }
-            self._send(202, payload, kind="status")
-            return
+            return {"status": "IN_QUEUE", "queue_position": self.server_fake.queue_position(job)}
         if job.state == "IN_PROGRESS":
-            self._send(202, {"status": "IN_PROGRESS", "logs": []}, kind="status")
-            return
+            return {"status": "IN_PROGRESS", "logs": []}
         started = job.started_at or job.submitted_at
         payload = {
             "status": "COMPLETED",
@@ -946,7 +984,45 @@ class _Handler(BaseHTTPRequestHandler):
             payload["metrics"] = None
         if job.error:
             payload["error"], payload["error_type"] = job.error, job.error_type
-        self._send(200, payload, kind="status")
+        self.server_fake.note_seen(job)
+        return payload
+
+    def _status(self, job: FakeJob, query: dict[str, list[str]]) -> None:
+        payload = self._status_payload(job, query)
+        self._send(200 if payload["status"] == "COMPLETED" else 202, payload, kind="status")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _stream(self, job: FakeJob, query: dict[str, list[str]]) -> None:
+        """Server-sent events: the status now and at each change; ends after COMPLETED."""
+        fake = self.server_fake
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        fake.count("stream", 200)
+        last, sent = "", 0
+        try:
+            while True:
+                assert job.changed is not None
+                with job.changed:
+                    while job.state == last:
+                        job.changed.wait(timeout=5.0)
+                    last = job.state
+                if fake.status_stream == "cut" and sent >= 1:
+                    self._drop("stream")  # mid-job, no closing chunk: a cut connection
+                    return
+                payload = self._status_payload(job, query)
+                self._chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                sent += 1
+                if last == "COMPLETED":
+                    self._chunk(b"")
+                    return
+        except OSError:
+            self.close_connection = True
 
     def _result(self, job: FakeJob) -> None:
         fake = self.server_fake

@@ -128,7 +128,8 @@ async def test_bursts_of_429_and_503_and_an_ambiguous_submit(
     tmp_path: Path, clips: dict[str, Path], cdn: HttpFiles, tally: Counter[str]
 ) -> None:
     with CdnFal(tmp_path / "fal", cdn, concurrency=4) as fake:
-        fake.faults = Bursts(calls=("submit", "status", "result"))
+        # The status stream is faulted too: a refused stream falls back to (faulted) polls.
+        fake.faults = Bursts(calls=("submit", "stream", "status", "result"))
         fake.drop_after_accept = 1  # one submit is queued at fal, but its answer never arrives
         urls = [fake.serve_file(clips["silent"], f"b{i}.mp4") for i in range(6)]
         storage = Storage(str(tmp_path / "out"))

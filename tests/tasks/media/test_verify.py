@@ -23,6 +23,7 @@ from tasks.media.verify import (
 )
 from tests.fakes.outputs import (
     GREEN,
+    ellipse_matte,
     empty_matte,
     full_matte,
     good_corpus,
@@ -64,16 +65,23 @@ def test_input_probe_counts_frames_without_decoding(src_probe: VideoFacts) -> No
     assert not src_probe.variable_frame_rate
 
 
+MODES = [VerifySettings(mode="sampled"), VerifySettings(mode="full")]
+
+
+@pytest.mark.parametrize("settings", MODES, ids=lambda s: s.mode)
 @pytest.mark.parametrize(
     "name",
     [f.value for f in OutputFormat]
     + [f"opaque_{f.value}" for f in OutputFormat if spec_for(f).carries_alpha],
 )
 def test_good_outputs_of_every_format_pass(
-    name: str, good: dict[str, tuple[Path, OutputFormat, bool]], src_probe: VideoFacts
+    name: str,
+    settings: VerifySettings,
+    good: dict[str, tuple[Path, OutputFormat, bool]],
+    src_probe: VideoFacts,
 ) -> None:
     path, fmt, transparent = good[name]
-    report = verify_output(path, expect(fmt, transparent, src_probe))
+    report = verify_output(path, expect(fmt, transparent, src_probe), settings)
     assert report.ok, report.reasons
     assert report.probe is not None
     assert report.probe.frames == src_probe.frames
@@ -174,12 +182,13 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize("settings", MODES, ids=lambda s: s.mode)
 @pytest.mark.parametrize("name", BAD)
 def test_bad_outputs_are_flagged_with_their_reason(
-    name: str, source: Path, corpus_dir: Path
+    name: str, settings: VerifySettings, source: Path, corpus_dir: Path
 ) -> None:
     path, expected, code = bad_case(name, source, corpus_dir)
-    report = verify_output(path, expected)
+    report = verify_output(path, expected, settings)
     assert not report.ok
     assert code in report.codes, report.reasons
     assert all(text for _, text in report.reasons)
@@ -338,3 +347,57 @@ def test_retry_decision_is_pure_and_off_by_default() -> None:
 def test_settings_describe_every_field() -> None:
     for name, info in VerifySettings.model_fields.items():
         assert info.description, name
+
+
+def test_sampled_mode_counts_from_packets_and_decodes_a_few_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.media import probe as probe_module
+    from tasks.media.samples import make_person_clip
+
+    clip = make_person_clip(tmp_path / "long.mp4", width=64, height=48, seconds=4, fps=20)
+    src = read_video_facts(clip, scan=True)
+    out = write_output(
+        clip,
+        tmp_path / "long.webm",
+        OutputFormat.webm_vp9,
+        transparent=True,
+        matte=lambda i, w, h: ellipse_matte(i % 8, w, h),  # a subject that stays in the frame
+    )
+    decoded: list[int] = []
+    add = probe_module.DecodeTally.add
+
+    def counting(self: Any, frame: Any, *args: Any) -> None:
+        decoded.append(frame.pts)
+        add(self, frame, *args)
+
+    monkeypatch.setattr(probe_module.DecodeTally, "add", counting)
+    sampled = verify_output(out, expect("webm_vp9", True, src), VerifySettings(sample_frames=3))
+    assert sampled.ok, sampled.reasons
+    assert sampled.probe is not None and sampled.probe.frames == src.frames == 80
+    assert sampled.probe.duration_s == pytest.approx(4.0, abs=0.06)
+    assert sampled.probe.has_alpha and sampled.probe.flicker is not None
+    assert 2 <= len(decoded) <= 6  # a keyframe and the frame after it, at 3 points at most
+    decoded.clear()
+    full = verify_output(out, expect("webm_vp9", True, src), VerifySettings(mode="full"))
+    assert full.ok and len(decoded) == 80
+    assert sampled.probe.fg_fraction == pytest.approx(full.probe.fg_fraction, abs=0.02)  # type: ignore[union-attr]
+
+
+def test_a_cut_webm_is_found_by_its_segment_size(source: Path, corpus_dir: Path) -> None:
+    from tasks.media.probe import truncation
+
+    whole = write_output(source, corpus_dir / "seg.webm", OutputFormat.webm_vp9, transparent=True)
+    assert truncation(whole, "webm") is None
+    cut = truncate(whole, corpus_dir / "seg_cut.webm", keep=0.9)
+    reason = truncation(cut, "webm")
+    assert reason is not None and "Segment" in reason
+
+
+def test_a_digest_taken_while_downloading_is_not_computed_again(
+    good: dict[str, tuple[Path, OutputFormat, bool]], src_probe: VideoFacts
+) -> None:
+    path, fmt, transparent = good["webm_vp9"]
+    given = "ab" * 32
+    report = verify_output(path, expect(fmt, transparent, src_probe), sha256=given)
+    assert report.ok and report.sha256 == given

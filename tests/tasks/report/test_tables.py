@@ -270,3 +270,26 @@ def test_reports_are_written_to_s3(seaweed: SeaweedS3, s3_bucket: str) -> None:
     assert data is not None
     total = pd.read_csv(io.BytesIO(data)).query("group == 'total'").iloc[0]
     assert total["cost_usd"] == pytest.approx(0.7233) and pd.isna(total["budget_usd"])
+
+
+def test_summary_says_how_completions_were_seen_and_what_jobs_cost_the_client(
+    tmp_path: Path,
+) -> None:
+    rows = mixed_rows()
+    speeds = [
+        ("stream", 0, 0.0, 0.05, 0.2),
+        ("stream>poll", 3, 0.25, 0.07, 0.3),
+        ("poll", 5, 0.125, 0.06, 0.25),
+    ]
+    for row, (via, polls, delay, verify_s, cpu_s) in zip(rows, speeds, strict=False):
+        row.status_via, row.status_polls, row.detect_delay_s = via, polls, delay
+        row.verify_s, row.cpu_s = verify_s, cpu_s
+    info = write_reports(Storage(str(tmp_path)), "speed", rows, {}, {})
+    speed = info["speed"]
+    assert speed["status_via"] == {"stream": 1, "stream>poll": 1, "poll": 1}
+    assert speed["status_polls"] == 8
+    assert speed["detect_delay_s"]["jobs"] == 3 and speed["detect_delay_s"]["max"] == 0.25
+    assert speed["verify_s"]["total"] == pytest.approx(0.18)
+    assert speed["cpu_s"]["mean"] == pytest.approx(0.25)
+    table = pd.read_parquet(tmp_path / "runs" / "speed" / "results.parquet")
+    assert table["status_polls"].sum() == 8 and table["status_via"].count() == 3
