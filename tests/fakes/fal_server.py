@@ -974,12 +974,14 @@ class _Handler(BaseHTTPRequestHandler):
             return {"status": "IN_QUEUE", "queue_position": self.server_fake.queue_position(job)}
         if job.state == "IN_PROGRESS":
             return {"status": "IN_PROGRESS", "logs": []}
-        started = job.started_at or job.submitted_at
-        payload = {
-            "status": "COMPLETED",
-            "logs": [] if query.get("logs") else None,
-            "metrics": {"inference_time": round((job.finished_at or started) - started, 4)},
-        }
+        started = job.started_at
+        # A job no runner took (cancelled or given up in the queue) has no inference time.
+        ran = (
+            {}
+            if started is None
+            else {"inference_time": round((job.finished_at or started) - started, 4)}
+        )
+        payload = {"status": "COMPLETED", "logs": [] if query.get("logs") else None, "metrics": ran}
         if self.server_fake.null_metrics or job.start_timed_out:
             payload["metrics"] = None
         if job.error:

@@ -34,6 +34,7 @@ async def test_fifty_rows_with_status_500s_and_submit_503s(
 
     fake_fal.latency_s = 0.05  # a few polls per job
     fake_fal.faults = _ByCall()
+    fake_fal.status_stream = "off"  # no event stream here: status by polls, which the 500s hit
     urls = [fake_fal.serve_file(clips["silent"], f"s{i:02d}.mp4") for i in range(50)]
     rows = [{"id": f"s{i:02d}", "video_url": u} for i, u in enumerate(urls)]
     rows[7]["output_format"] = "mp4_h264"  # transparent H.264: invalid, never sent
