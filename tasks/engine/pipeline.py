@@ -164,7 +164,7 @@ def _matte(
         t0 = time.perf_counter()
         new = matter(item)
         stages.timed("matte", t0)
-        stages.put(out, (new, item.frame.pts, item.frame.time))
+        stages.put(out, (new, item.pts, item.time))
 
 
 def _encode(stages: StageThreads, writer: VideoWriter, matted: queue.Queue[Any]) -> None:
