@@ -28,7 +28,6 @@ from rich.table import Table
 from flows.params import RunParams
 from tasks.endpoints import EndpointName
 from tasks.endpoints.birefnet import (
-    BirefnetModel,
     OperatingResolution,
     VideoOutputType,
     VideoQuality,
@@ -48,7 +47,10 @@ BackgroundOpt = Annotated[Background | None, typer.Option(help="Background.")]
 ColorOpt = Annotated[str | None, typer.Option(help="R,G,B for custom.")]
 FormatOpt = Annotated[OutputFormat | None, typer.Option(help="Output format.")]
 SmoothingOpt = Annotated[float | None, typer.Option(help="Local engine smoothing.")]
-ModelOpt = Annotated[BirefnetModel | None, typer.Option(help="birefnet: model variant.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(help="birefnet: model variant; local: selfie, general, selfie_landscape, onnx."),
+]
 ResolutionOpt = Annotated[
     OperatingResolution | None, typer.Option(help="birefnet: operating resolution.")
 ]

@@ -15,6 +15,7 @@ from tasks.endpoints.birefnet import (
     VideoQuality,
     VideoWriteMode,
 )
+from tasks.endpoints.local import LocalModel
 from tasks.endpoints.options import Background
 from tasks.media.formats import OutputFormat
 from tasks.media.verify import VerifySettings
@@ -62,7 +63,11 @@ class RunParams(BaseModel):
     smoothing: float | None = Field(
         None, gt=0.0, le=1.0, description="Local engine: weight of the newest matte (1 = off)."
     )
-    model: BirefnetModel | None = Field(None, description="birefnet: model variant.")
+    model: BirefnetModel | LocalModel | None = Field(
+        None,
+        description="birefnet: model variant; local: selfie (people), general (products, any "
+        "salient object), selfie_landscape or onnx.",
+    )
     operating_resolution: OperatingResolution | None = Field(
         None, description="birefnet: resolution the model runs at (2304x2304 needs Dynamic)."
     )

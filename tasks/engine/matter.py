@@ -24,7 +24,7 @@ from tasks.engine.composite import (
 from tasks.engine.reader import Decoded
 from tasks.engine.refine import EdgeRefiner, upscale_alpha
 from tasks.engine.segment import Segmenter, clean_matte
-from tasks.engine.smooth import Smoother, make_smoother
+from tasks.engine.smooth import FlowSmoother, Smoother, make_smoother
 from tasks.media.formats import FormatSpec, OutputFormat
 
 
@@ -64,12 +64,37 @@ class Matter:
         gain = float(getattr(seg, "edge_gain", 1.0))
         self.refiner = EdgeRefiner(gain=gain) if settings.refine_edges else None
         self._yuv: tuple[int, ...] | None = None
+        # Slow models (``keyframe_interval`` > 1) run on every n-th frame only; optical flow
+        # carries the matte in between (the flow smoother's own, or one that only carries).
+        self.interval = max(1, int(getattr(seg, "keyframe_interval", 1)))
+        self.carrier: FlowSmoother | None = None
+        if self.interval > 1:
+            smoother = self.smoother
+            self.carrier = smoother if isinstance(smoother, FlowSmoother) else FlowSmoother(1.0)
+        self.frames = 0
+
+    def matte(self, item: Decoded) -> Any:
+        """The model's matte for this frame, smoothed; carried along the flow on frames it skips."""
+        grey = None
+        if self.smoother is not None or self.carrier is not None:
+            grey = np.asarray(cv2.cvtColor(item.small, cv2.COLOR_RGB2GRAY), np.uint8)
+        key = self.frames % self.interval == 0
+        self.frames += 1
+        if self.carrier is not None and grey is not None and not key:
+            carried = self.carrier.carry(grey)
+            if carried is not None:
+                if self.smoother is None or self.carrier is self.smoother:
+                    return carried  # the flow smoother's state is the carried matte
+                return self.smoother(carried, grey)
+        matte = clean_matte(self.seg(item.small))
+        if self.carrier is not None and self.carrier is not self.smoother:
+            self.carrier(matte, grey)  # type: ignore[arg-type]
+        if self.smoother is not None and grey is not None:
+            matte = self.smoother(matte, grey)
+        return matte
 
     def alpha(self, item: Decoded, guide: Any) -> Any:
-        matte = clean_matte(self.seg(item.small))
-        if self.smoother is not None:
-            small_grey = np.asarray(cv2.cvtColor(item.small, cv2.COLOR_RGB2GRAY), np.uint8)
-            matte = self.smoother(matte, small_grey)
+        matte = self.matte(item)
         h, w = guide.shape[:2]
         if self.refiner is not None:
             return self.refiner(matte, guide)

@@ -7,7 +7,11 @@ from tasks.engine.segment import Segmenter, SelfieSegmenter
 
 
 def build_segmenter(options: LocalOptions) -> Segmenter:
-    """The MediaPipe selfie model, or the user's ONNX weights; missing extras say which."""
+    """The MediaPipe selfie model, U²-Net-p, or the user's ONNX weights; missing extras say which."""
+    if options.model is LocalModel.general:
+        from tasks.engine.general import GeneralSegmenter, general_session
+
+        return GeneralSegmenter(general_session())
     if options.model is LocalModel.onnx:
         from tasks.engine.onnx_engine import (
             OnnxImageSegmenter,
