@@ -76,12 +76,32 @@ def remove_background(
     spec = spec_for(options.resolved_format)
     settings = EngineSettings.from_options(options, smoothing)
     started = time.perf_counter()
-    seg = segmenter if segmenter is not None else _build_segmenter(options)
+    if segmenter is not None:
+        result = _guarded(src, dst, spec, options, settings, segmenter)
+    else:
+        from tasks.engine.models import pooled_segmenter
+
+        local = options if isinstance(options, LocalOptions) else LocalOptions()
+        with pooled_segmenter(local) as seg:
+            result = _guarded(src, dst, spec, options, settings, seg)
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def _guarded(
+    src: Path,
+    dst: Path,
+    spec: FormatSpec,
+    options: RemovalOptions,
+    settings: EngineSettings,
+    seg: Segmenter,
+) -> EngineResult:
+    """``_run``, with anything that is not a ``MatteflowError`` reported as matteflow's bug."""
     reset = getattr(seg, "reset", None)
     if callable(reset):
         reset()  # a reused recurrent model must not carry the last video's state into this one
     try:
-        result = _run(src, dst, spec, options, Matter(seg, settings, spec, options.rgb), seg)
+        return _run(src, dst, spec, options, Matter(seg, settings, spec, options.rgb), seg)
     except MatteflowError:
         raise
     except Exception as exc:
@@ -90,17 +110,6 @@ def remove_background(
             f"local engine error ({type(exc).__name__}: {exc}); the traceback is in the log",
             code=ErrorCode.internal_error,
         ) from exc
-    finally:
-        if segmenter is None:
-            seg.close()
-    result.elapsed_s = time.perf_counter() - started
-    return result
-
-
-def _build_segmenter(options: RemovalOptions) -> Segmenter:
-    from tasks.engine.models import build_segmenter
-
-    return build_segmenter(options if isinstance(options, LocalOptions) else LocalOptions())
 
 
 def _run(
