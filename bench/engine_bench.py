@@ -175,6 +175,211 @@ def peak_rss_mb(warm: Path, src: Path, dst: Path) -> tuple[float, float, float]:
     return round(base, 1), round(peak, 1), round(maxrss, 1)
 
 
+# ----------------------------------------------------------------------------- real corpus
+
+CORPUS_HEAD = [
+    *("clip", "size", "model", "format", "frames", "naive fps", "engine fps", "engine / naive"),
+    *("job fps", "engine CPU ms/f", "decode ms/f", "matte ms/f", "encode ms/f"),
+    *("flicker x1e3", "fg fraction", "result"),
+]
+CORPUS_FORMATS = {
+    "webm_vp9": {},
+    "mp4_h264": {"background": "custom", "background_color": "20,200,60"},
+    "mov_proresks": {},
+}
+# Which model each clip is for: people clips get the selfie model, products the general one;
+# products and the tree also run with selfie, which is what the README's advice rests on.
+CORPUS_RUNS = [
+    ("Megamind_720p.mp4", "selfie"),
+    ("Megamind.avi", "selfie"),
+    ("Megamind_bugy.avi", "selfie"),
+    ("vtest.avi", "selfie"),
+    ("box.mp4", "general"),
+    ("box.mp4", "selfie"),
+    ("cup.mp4", "general"),
+    ("cup.mp4", "selfie"),
+    ("tree.avi", "general"),
+    ("tree.avi", "selfie"),
+]
+
+
+def footage_dir() -> Path:
+    default = Path.home() / ".cache" / "matteflow" / "footage" / "clips"
+    return Path(os.environ.get("MATTEFLOW_FOOTAGE", default))
+
+
+def megamind_720p(footage: Path, work: Path) -> Path:
+    """Megamind.avi scaled to 1280x720 (x264 crf 18): the issue's real 720p clip."""
+    dst = work / "Megamind_720p.mp4"
+    if dst.exists():
+        return dst
+    with av.open(str(footage / "Megamind.avi")) as c, av.open(str(dst), "w") as out:
+        vin = c.streams.video[0]
+        s = out.add_stream("libx264", rate=vin.average_rate)
+        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
+        s.options = {"crf": "18", "preset": "veryfast"}
+        for i, f in enumerate(c.decode(vin)):
+            g = f.reformat(width=1280, height=720, format="yuv420p")
+            g.pts = i
+            out.mux(s.encode(g))
+        out.mux(s.encode(None))
+    return dst
+
+
+def naive_segment(model: str) -> tuple[Callable[[npt.NDArray[np.uint8]], F32], Callable[[], None]]:
+    """The model on one full frame at a time, as a naive script would call it."""
+    if model == "general":
+        from tasks.engine.general import GeneralSegmenter, general_session
+
+        seg = GeneralSegmenter(general_session())
+
+        def general_matte(rgb: npt.NDArray[np.uint8]) -> F32:
+            h, w = rgb.shape[:2]
+            small = cv2.resize(rgb, seg.input_size(w, h), interpolation=cv2.INTER_LINEAR)
+            return np.asarray(cv2.resize(seg(small), (w, h)), np.float32)
+
+        return general_matte, seg.close
+    from mediapipe.python.solutions import selfie_segmentation
+
+    mp = selfie_segmentation.SelfieSegmentation(model_selection=0)
+
+    def selfie_matte(rgb: npt.NDArray[np.uint8]) -> F32:
+        return np.clip(np.asarray(mp.process(rgb).segmentation_mask, np.float32), 0.0, 1.0)
+
+    return selfie_matte, mp.close
+
+
+def naive_format_loop(src: Path, dst: Path, fmt: str, model: str) -> int:
+    """Decode, segment the full frame, composite, encode: one frame at a time, one thread."""
+    from tasks.media.formats import spec_for
+
+    opts = options(output_format=fmt, **CORPUS_FORMATS[fmt])
+    spec = spec_for(opts.resolved_format)
+    matte, close = naive_segment(model)
+    frames = 0
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format=spec.container) as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream(spec.codec, rate=vin.average_rate or 25)
+        vout.width, vout.height = vin.codec_context.width, vin.codec_context.height
+        alpha = opts.transparent and spec.alpha_pix_fmt
+        vout.pix_fmt = spec.alpha_pix_fmt if alpha else spec.opaque_pix_fmt
+        vout.options = dict(ENCODER_OPTIONS.get(spec.codec, {}))
+        for frame in inp.decode(vin):
+            rgb = frame.to_ndarray(format="rgb24")
+            a = matte(rgb)
+            if alpha:
+                img = np.dstack((rgb, (a * 255.0 + 0.5).astype(np.uint8)))
+                new = av.VideoFrame.from_ndarray(img, format="rgba")
+            else:
+                bg = np.array(opts.rgb or (0, 0, 0), dtype=np.float32)
+                comp = rgb * a[..., None] + bg * (1.0 - a[..., None])
+                new = av.VideoFrame.from_ndarray((comp + 0.5).astype(np.uint8), format="rgb24")
+            new.pts = frames
+            out.mux(vout.encode(new))
+            frames += 1
+        out.mux(vout.encode(None))
+    close()
+    return frames
+
+
+def corpus_row(src: Path, model: str, fmt: str, work: Path, naive: bool) -> list[Any]:
+    """One clip in one format: naive loop, then the engine and the job's verification."""
+    from tasks.media.formats import spec_for
+    from tasks.media.probe import probe_input
+    from tasks.media.verify import Expectation, verify_output
+
+    opts = options(output_format=fmt, model=model, **CORPUS_FORMATS[fmt])
+    spec = spec_for(opts.resolved_format)
+    name = f"{src.stem}-{model}-{fmt}"
+    naive_fps = "-"
+    if naive:
+        n, t, _ = timed(
+            functools.partial(
+                naive_format_loop, src, work / f"naive-{name}{spec.extension}", fmt, model
+            )
+        )
+        naive_fps = f"{n / t:.1f}"
+    dst = work / f"engine-{name}{spec.extension}"
+    c0, t0 = time.process_time(), time.perf_counter()
+    try:
+        result = remove_background(src, dst, opts)
+    except Exception as exc:  # the table shows what a user would have seen
+        code = getattr(exc, "code", type(exc).__name__)
+        return [
+            src.name,
+            "",
+            model,
+            fmt,
+            0,
+            naive_fps,
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            f"{code}: {str(exc)[:60]}",
+        ]
+    engine_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    source = probe_input(src)
+    report = verify_output(
+        dst, Expectation.from_input(spec, opts.transparent, source, background_rgb=opts.rgb)
+    )
+    job_s = time.perf_counter() - t0
+    f = result.frames
+    p = report.probe
+    stage = {k: f"{1e3 * v / f:.1f}" for k, v in result.stage_s.items()}
+    ratio = f"{f / engine_s / float(naive_fps):.2f}x" if naive else "-"
+    return [
+        src.name,
+        f"{result.width}x{result.height}",
+        model,
+        fmt,
+        f,
+        naive_fps,
+        f"{f / engine_s:.1f}",
+        ratio,
+        f"{f / job_s:.1f}",
+        f"{1e3 * cpu_s / f:.1f}",
+        stage.get("decode", "-"),
+        stage.get("matte", "-"),
+        stage.get("encode", "-"),
+        f"{1e3 * p.flicker:.2f}" if p and p.flicker is not None else "-",
+        f"{p.fg_fraction:.3f}" if p and p.fg_fraction is not None else "-",
+        "ok" if report.ok else ",".join(report.codes),
+    ]
+
+
+def corpus(work: Path, formats: list[str], naive: bool, clips: str = "") -> list[list[Any]]:
+    footage = footage_dir()
+    if not (footage / ".verified").exists():
+        print(f"no footage in {footage}: run `make footage`", flush=True)
+        return []
+    megamind_720p(footage, work)
+    rows = []
+    wanted = set(filter(None, clips.split(",")))
+    for clip, model in CORPUS_RUNS:
+        if wanted and clip not in wanted:
+            continue
+        if model not in {m.value for m in type(LocalOptions().model)}:
+            continue  # this checkout does not have the model
+        src = work / clip if clip == "Megamind_720p.mp4" else footage / clip
+        for fmt in formats:
+            if (
+                model == "selfie"
+                and clip in ("box.mp4", "cup.mp4", "tree.avi")
+                and fmt != "webm_vp9"
+            ):
+                continue  # the comparison of models needs one format only
+            row = corpus_row(src, model, fmt, work, naive)
+            rows.append(row)
+            print("corpus", row, flush=True)
+    return rows
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -204,6 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS runs")
     ap.add_argument("--repeat", type=int, default=None, help="speed runs per case (best kept)")
     ap.add_argument("--label", default="", help="added to the report's file name")
+    ap.add_argument("--corpus-only", action="store_true", help="only the real-footage table")
+    ap.add_argument("--no-corpus", action="store_true", help="skip the real-footage table")
+    ap.add_argument("--no-naive", action="store_true", help="corpus: skip the naive loop")
+    ap.add_argument(
+        "--formats",
+        default=",".join(CORPUS_FORMATS),
+        help="corpus: comma-separated output formats (default: all three)",
+    )
+    ap.add_argument("--clips", default="", help="corpus: comma-separated clip names (default all)")
     args = ap.parse_args(argv)
     if args.quick and not args.label:
         args.label = "quick"  # never overwrite the day's full results with a short run
@@ -215,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     header = f"machine: {machine()}; date {started:%Y-%m-%d %H:%M} UTC"
     print(header, flush=True)
+    if args.corpus_only:
+        rows = corpus(work, args.formats.split(","), not args.no_naive, args.clips)
+        return write_report(args, started, [header, "", *corpus_report(rows)], {"corpus": rows})
 
     speed_rows: list[list[Any]] = []
     flicker: dict[str, float] = {}
@@ -325,6 +542,27 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
         report.append(table(["clip", "RSS warm", "peak in run", "growth", "ru_maxrss"], mem_rows))
+    data = {"speed": speed_rows, "quality": quality_rows, "flicker": flicker, "memory": mem_rows}
+    if not args.no_corpus:
+        rows = corpus(work, args.formats.split(","), not args.no_naive, args.clips)
+        report += ["", *corpus_report(rows)]
+        data["corpus"] = rows
+    return write_report(args, started, report, data)
+
+
+def corpus_report(rows: list[list[Any]]) -> list[str]:
+    return [
+        "Real footage (make footage; Megamind_720p is Megamind.avi scaled to 1280x720): engine "
+        "fps = decode to encoded file; job fps adds the input probe and the output's "
+        "verification; naive = the same model on every full frame, one thread, one frame at a "
+        "time. Flicker = mean |alpha_t - alpha_t-1| x1e3 and fg fraction = share of alpha >= "
+        "0.5, both on the output's sampled frames.",
+        "",
+        table(CORPUS_HEAD, rows),
+    ]
+
+
+def write_report(args: Any, started: dt.datetime, report: list[str], data: dict[str, Any]) -> int:
     text = "\n".join(report) + "\n"
     print()
     print(text)
@@ -333,7 +571,6 @@ def main(argv: list[str] | None = None) -> int:
     suffix = f"-{args.label}" if args.label else ""
     out = results / f"engine-{started:%Y-%m-%d}{suffix}.md"
     out.write_text(text)
-    data = {"speed": speed_rows, "quality": quality_rows, "flicker": flicker, "memory": mem_rows}
     (results / f"engine-{started:%Y-%m-%d}{suffix}.json").write_text(json.dumps(data, indent=1))
     print(f"written to {out.relative_to(ROOT.parent)}")
     return 0

@@ -1,7 +1,9 @@
 """The local engine as an endpoint: pixelcut's options plus the engine's own knobs.
 
-The model is MediaPipe's selfie segmenter by default; ``model=onnx`` runs user-supplied weights
-(BiRefNet-like image models or RobustVideoMatting-like recurrent ones) through onnxruntime.
+The model is MediaPipe's selfie segmenter by default (people); ``model=general`` is U²-Net-p, a
+salient-object model for products and scenes (``make models`` fetches it); ``model=onnx`` runs
+user-supplied weights (BiRefNet-like image models or RobustVideoMatting-like recurrent ones)
+through onnxruntime.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tasks.endpoints.options import RemovalOptions
 class LocalModel(StrEnum):
     selfie = "selfie"
     selfie_landscape = "selfie_landscape"
+    general = "general"
     onnx = "onnx"
 
 
@@ -46,7 +49,8 @@ class LocalOptions(RemovalOptions):
     )
     model: LocalModel = Field(
         LocalModel.selfie,
-        description="selfie / selfie_landscape (MediaPipe, built in) or onnx (your weights).",
+        description="selfie / selfie_landscape (MediaPipe, built in: people), general "
+        "(U²-Net-p: products, any salient object; `make models`) or onnx (your weights).",
     )
     onnx_model_url: str | None = Field(
         None, description="Path or fsspec URL of the ONNX weights, only with model=onnx."

@@ -95,12 +95,38 @@ class FlowSmoother:
 
     def __call__(self, matte: Matte, gray: Gray) -> Matte:
         matte = np.asarray(matte, dtype=np.float32)
-        shape = (int(matte.shape[0]), int(matte.shape[1]))
-        small = self._flow_gray(gray)
-        prev, state, self._prev_gray = self._prev_gray, self._state, small
-        if prev is None or state is None or state.shape != matte.shape or prev.shape != small.shape:
+        warp = self._warp(gray, (int(matte.shape[0]), int(matte.shape[1])))
+        if warp is None:
             self._state = matte.copy()
             return self._state
+        warped, err = warp
+        # Trust in the warped past falls off with the photometric error of the warp.
+        trust = self.tolerance / (self.tolerance + err)
+        w_new = 1.0 - (1.0 - self.weight) * trust
+        self._state = clean_matte(warped + w_new * (matte - warped))
+        return self._state
+
+    def carry(self, gray: Gray) -> Matte | None:
+        """The last matte moved along the flow onto this frame, for frames the model skips.
+
+        None when there is nothing to carry (first frame, a size change): run the model then.
+        """
+        if self._state is None:
+            return None
+        warp = self._warp(gray, (int(self._state.shape[0]), int(self._state.shape[1])))
+        if warp is None:
+            return None
+        self._state = clean_matte(warp[0])
+        return self._state
+
+    def _warp(
+        self, gray: Gray, shape: tuple[int, int]
+    ) -> tuple[Matte, npt.NDArray[np.float32]] | None:
+        """The previous output warped onto ``gray``'s frame, and the warp's photometric error."""
+        small = self._flow_gray(gray)
+        prev, state, self._prev_gray = self._prev_gray, self._state, small
+        if prev is None or state is None or state.shape != shape or prev.shape != small.shape:
+            return None
         finest = finest_scale(max(small.shape[:2]))
         if finest != self._finest:
             self._flow.setFinestScale(finest)
@@ -121,11 +147,7 @@ class FlowSmoother:
             xs, ys = self._remap_grid(shape)
             mx, my = xs + flow[..., 0], ys + flow[..., 1]
         warped = cv2.remap(state, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        # Trust in the warped past falls off with the photometric error of the warp.
-        trust = self.tolerance / (self.tolerance + err)
-        w_new = 1.0 - (1.0 - self.weight) * trust
-        self._state = clean_matte(warped + w_new * (matte - warped))
-        return self._state
+        return np.asarray(warped, np.float32), np.asarray(err, np.float32)
 
 
 def make_smoother(kind: str, weight: float) -> Smoother | None:
