@@ -284,8 +284,8 @@ def naive_format_loop(src: Path, dst: Path, fmt: str, model: str) -> int:
 
 def corpus_row(src: Path, model: str, fmt: str, work: Path, naive: bool) -> list[Any]:
     """One clip in one format: naive loop, then the engine and the job's verification."""
+    from tasks.media.facts import read_video_facts
     from tasks.media.formats import spec_for
-    from tasks.media.probe import probe_input
     from tasks.media.verify import Expectation, verify_output
 
     opts = options(output_format=fmt, model=model, **CORPUS_FORMATS[fmt])
@@ -324,7 +324,7 @@ def corpus_row(src: Path, model: str, fmt: str, work: Path, naive: bool) -> list
             f"{code}: {str(exc)[:60]}",
         ]
     engine_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
-    source = probe_input(src)
+    source = read_video_facts(src, scan=True)
     report = verify_output(
         dst, Expectation.from_input(spec, opts.transparent, source, background_rgb=opts.rgb)
     )

@@ -14,8 +14,8 @@ import pytest
 
 from tasks.endpoints.local import LocalOptions
 from tasks.engine.pipeline import remove_background
+from tasks.media.facts import read_video_facts
 from tasks.media.formats import spec_for
-from tasks.media.probe import probe_input
 from tasks.media.verify import Expectation, verify_output
 from tests.footage.conftest import CLIPS
 from tests.tasks.engine.support import Ellipse
@@ -39,7 +39,7 @@ def test_clip_goes_through_and_keeps_its_timing(
     spec = spec_for(opts.resolved_format)
     out = tmp_path / f"out{spec.extension}"
     result = remove_background(src, out, opts, segmenter=Ellipse())
-    source = probe_input(src)
+    source = read_video_facts(src, scan=True)
     assert result.frames == source.frames
     expected = Expectation.from_input(spec, opts.transparent, source, background_rgb=opts.rgb)
     report = verify_output(out, expected)

@@ -11,8 +11,8 @@ import pytest
 
 from tasks.endpoints.local import LocalOptions
 from tasks.engine.pipeline import remove_background
+from tasks.media.facts import read_video_facts
 from tasks.media.formats import spec_for
-from tasks.media.probe import probe_input
 from tasks.media.verify import Expectation, verify_output
 from tests.tasks.engine.support import Ellipse
 
@@ -69,7 +69,7 @@ def test_disordered_labels_come_out_in_order_at_the_input_times(tmp_path: Path, 
     got = decoded_times(out)
     assert got == pytest.approx([i * STEP * float(TB) for i in range(24)], abs=1e-3)
     expected = Expectation.from_input(
-        spec, opts.transparent, probe_input(src), background_rgb=opts.rgb
+        spec, opts.transparent, read_video_facts(src, scan=True), background_rgb=opts.rgb
     )
     report = verify_output(out, expected)
     assert report.ok, report.reasons
