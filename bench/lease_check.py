@@ -10,7 +10,6 @@ the child with SIGKILL, and reports how long the server takes to free the slot.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,31 +33,16 @@ asyncio.run(main())
 
 
 def main() -> int:
+    from bench.prefect_server import free_port, start_prefect_server
+
     loop_s = sys.argv[1] if len(sys.argv) > 1 else "15"
     home = tempfile.mkdtemp(prefix="lease-check-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.update(PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS=loop_s)
     env.pop("PREFECT_API_URL", None)
     with open(f"{home}/server.log", "w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        server = start_prefect_server(port, env, log)
     api = f"http://127.0.0.1:{port}/api"
     try:
         for _ in range(240):

@@ -36,7 +36,6 @@ import platform
 import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -193,16 +192,12 @@ def child_matteflow(args: argparse.Namespace) -> None:
 # -- PostgreSQL-backed Prefect server ---------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def postgres_prefect(log: Path) -> Any:
     """``prefect server start`` on a database of our own; dropped afterwards."""
     import asyncpg
+
+    from bench.prefect_server import free_port, start_prefect_server
 
     db = f"matteflow_bench_{os.getpid()}"
 
@@ -223,23 +218,7 @@ def postgres_prefect(log: Path) -> Any:
     )
     env.pop("PREFECT_API_URL", None)
     with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        proc = start_prefect_server(port, env, fh, cwd=ROOT)
     api = f"http://127.0.0.1:{port}/api"
     try:
         import httpx

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from flows.concurrency import ensure_shared_limit
 from flows.notify import NotifyConfig, ensure_failure_automation
@@ -25,6 +25,16 @@ DEFAULT_CONFIG = Path("configs/deployment.yaml")
 FLOW_NAME = "matteflow"  # the @flow name of flows.removal.remove_backgrounds
 
 
+def _valid_run(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse at load time the parameters a run would refuse at start."""
+    if value:
+        RunParams.model_validate(value)
+    return value
+
+
+RunParamsDict = Annotated[dict[str, Any], AfterValidator(_valid_run)]
+
+
 class ScheduleConfig(BaseModel):
     """A cron schedule with the parameters of the runs it starts; off unless ``active``."""
 
@@ -33,14 +43,7 @@ class ScheduleConfig(BaseModel):
     cron: str = Field(description="Cron expression, e.g. '0 2 * * *' for 02:00 every night.")
     timezone: str = "UTC"
     active: bool = False
-    parameters: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("parameters")
-    @classmethod
-    def _valid_run(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if value:
-            RunParams.model_validate(value)
-        return value
+    parameters: RunParamsDict = Field(default_factory=dict)
 
 
 class DeployConfig(BaseModel):
@@ -55,7 +58,7 @@ class DeployConfig(BaseModel):
     entrypoint: str = "flows/removal.py:remove_backgrounds"
     description: str = "Remove the background of every video in a catalog manifest."
     tags: list[str] = Field(default_factory=lambda: ["matteflow"])
-    parameters: dict[str, Any] = Field(
+    parameters: RunParamsDict = Field(
         default_factory=dict, description="Defaults for the UI form (a full RunParams)."
     )
     schedule: ScheduleConfig | None = None
@@ -65,13 +68,6 @@ class DeployConfig(BaseModel):
     notify: NotifyConfig | None = Field(
         None, description="A notification when a run ends with failed rows (flows/notify.py)."
     )
-
-    @field_validator("parameters")
-    @classmethod
-    def _valid_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if value:
-            RunParams.model_validate(value)
-        return value
 
     @field_validator("secret_blocks")
     @classmethod

@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import av
 import cv2
 
+from tasks.engine.closing import Closing
 from tasks.engine.composite import small_rgb
 from tasks.engine.segment import RGBFrame
 from tasks.errors import ErrorCode, InputError
@@ -69,7 +69,7 @@ def open_input(src: Path) -> Any:
     return container
 
 
-class VideoReader:
+class VideoReader(Closing):
     """The input's first video stream (and first audio stream, when asked), frame by frame."""
 
     def __init__(self, src: Path, *, audio: bool) -> None:
@@ -172,14 +172,3 @@ class VideoReader:
 
     def close(self) -> None:
         self.container.close()
-
-    def __enter__(self) -> VideoReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -8,13 +8,13 @@ up to the frame.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from tasks.engine.closing import Closing
 from tasks.errors import ErrorCode, MatteflowError
 
 Matte = npt.NDArray[np.float32]  # HxW in [0, 1]
@@ -65,7 +65,7 @@ def input_size(segmenter: Segmenter, width: int, height: int) -> tuple[int, int]
     return width, height
 
 
-class SelfieSegmenter:
+class SelfieSegmenter(Closing):
     """MediaPipe's selfie segmentation (256x256 general model, or the 144x256 landscape one).
 
     Frames are handed over at the model's own input size, so MediaPipe resamples nothing and
@@ -99,14 +99,3 @@ class SelfieSegmenter:
 
     def close(self) -> None:
         self._model.close()
-
-    def __enter__(self) -> SelfieSegmenter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import av
 
+from tasks.engine.closing import Closing
 from tasks.engine.reader import Audio, VideoReader
 from tasks.errors import ErrorCode, InputError
 from tasks.media.formats import FormatSpec
@@ -84,7 +84,7 @@ def _add_audio_stream(out: Any, spec: FormatSpec, ain: Any) -> Any:
     return stream
 
 
-class VideoWriter:
+class VideoWriter(Closing):
     """The output file: one video stream like the input's, and its audio when the format has it.
 
     Frames keep the input's timestamps, so frame count and timing are preserved.
@@ -126,14 +126,3 @@ class VideoWriter:
 
     def close(self) -> None:
         self.container.close()
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.fakes.cli import run_command
 from tests.fakes.fal_server import FakeFal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,21 +30,7 @@ def test_ctrl_c_cancels_queued_fal_jobs_and_writes_the_partial_report(
         env.pop("PREFECT_API_URL", None)  # the CLI's own temporary server, as a user would run it
         out = tmp_path / "out"
         cli = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flows.cli",
-                "run",
-                str(manifest),
-                "--endpoint",
-                "pixelcut",
-                "--output",
-                str(out),
-                "--run-name",
-                "c",
-                "--max-in-flight",
-                "5",
-            ],
+            run_command(manifest, out, "c", "--endpoint", "pixelcut", "--max-in-flight", "5"),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

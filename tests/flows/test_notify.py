@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from flows.notify import NotifyConfig
+from tests.fakes.cli import run_command
 from tests.fakes.prefect_stack import PrefectStack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,17 +109,7 @@ def test_run_with_failures_notifies_the_webhook(
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"id,video_url\nlost,{tmp_path}/lost.mp4\n")
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            str(manifest),
-            "--output",
-            str(tmp_path / "o"),
-            "--run-name",
-            "night-notify",
-        ],
+        run_command(manifest, tmp_path / "o", "night-notify"),
         cwd=REPO,
         env=sqlite_stack.env(),
         capture_output=True,

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import pytest
 
 from tasks.storage.store import Storage
+from tests.fakes.cli import run_command
 from tests.fakes.fal_server import PIXELCUT, FakeFal
 from tests.fakes.seaweed import SeaweedS3, s3_env
 
@@ -55,8 +55,9 @@ def manifest(fake: FakeFal, clip: Path, tmp: Path, names: list[str]) -> tuple[Pa
 def start(
     path: Path, out: str, run_name: str, env: dict[str, str], in_flight: int = 4
 ) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "flows.cli", "run", str(path), "--endpoint", "pixelcut"]
-    cmd += ["--output", out, "--run-name", run_name, "--max-in-flight", str(in_flight)]
+    cmd = run_command(
+        path, out, run_name, "--endpoint", "pixelcut", "--max-in-flight", str(in_flight)
+    )
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from flows.params import RunParams
 from tasks.errors import AuthError
+from tests.fakes.cli import run_command
 from tests.fakes.fal_server import PIXELCUT, FakeFal, Faults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,21 +145,7 @@ def test_killed_run_resumes_without_double_submits(
         manifest = write_manifest(tmp_path / "m.csv", [{"video_url": u} for u in urls])
         out = tmp_path / "out"
         env = {**os.environ, **fake.env(), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-        cmd = [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            str(manifest),
-            "--endpoint",
-            "pixelcut",
-            "--output",
-            str(out),
-            "--run-name",
-            "kill",
-            "--max-in-flight",
-            "4",
-        ]
+        cmd = run_command(manifest, out, "kill", "--endpoint", "pixelcut", "--max-in-flight", "4")
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )

@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from tasks.media.formats import OutputFormat, spec_for
 from tasks.media.verify import Expectation, verify_output
 from tasks.storage.store import sha256_file
+from tests.fakes.cli import run_command
 from tests.fakes.fal_server import PIXELCUT, FakeFal
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -103,21 +103,7 @@ def test_kill_9_at_random_points_on_fal_loses_nothing(
         )
         out = tmp_path / "out"
         env = {**os.environ, **fake.env(), "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-        cmd = [
-            sys.executable,
-            "-m",
-            "flows.cli",
-            "run",
-            str(manifest),
-            "--endpoint",
-            "pixelcut",
-            "--output",
-            str(out),
-            "--run-name",
-            "crash",
-            "--max-in-flight",
-            "4",
-        ]
+        cmd = run_command(manifest, out, "crash", "--endpoint", "pixelcut", "--max-in-flight", "4")
         kills: list[str] = []
         while sum(k.startswith("killed") for k in kills) < 5 and len(kills) < 8:
             kills.append(kill_at_random(cmd, env, out, rng, max_delay_s=1.2))
@@ -153,19 +139,7 @@ def test_kill_9_at_random_points_on_the_local_engine_loses_nothing(
     ).to_csv(manifest, index=False)
     out = tmp_path / "out"
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    cmd = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        str(manifest),
-        "--output",
-        str(out),
-        "--run-name",
-        "crash",
-        "--max-in-flight",
-        "2",
-    ]
+    cmd = run_command(manifest, out, "crash", "--max-in-flight", "2")
     kills = [kill_at_random(cmd, env, out, rng, max_delay_s=1.5) for _ in range(2)]
     print("\n".join(kills))
     killed = sum(k.startswith("killed") for k in kills)
