@@ -151,13 +151,10 @@ class LocalAttempt:
                     return Status.failed_verification, report.codes
                 self.store(entry, out)
                 return Status.succeeded, report.codes
-        except StorageError as exc:
-            # The output may be stored but is not committed: the ledger must not say "succeeded".
-            entry.state = JobState.failed
-            entry.error_code, entry.error = exc.code, exc.message
         except MatteflowError as exc:
-            entry.state = JobState.failed
-            entry.error_code, entry.error = exc.code, exc.message
+            # A StorageError too: the output may be stored but is not committed, so the ledger
+            # must not say "succeeded".
+            entry.note_error(exc, JobState.failed)
         return Status.failed, []
 
     def remove(

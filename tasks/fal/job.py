@@ -501,20 +501,18 @@ async def attempt(
     except AuthError as exc:
         if entry.state is JobState.submitting:  # fal refused the submit: nothing was queued
             entry.state = JobState.failed
-        entry.error_code, entry.error = exc.code, exc.message
+        entry.note_error(exc)
         await save(ledger, entry, "auth_error")
         raise
     except ClaimHeld:
         raise  # another run owns the entry now: this run writes nothing more to it
     except BudgetExceeded as exc:
-        entry.error_code, entry.error = exc.code, exc.message
+        entry.note_error(exc)
         return Status.skipped_budget
     except SubmitOutcomeUnknown as exc:
-        entry.state = JobState.submitting
-        entry.error_code, entry.error = exc.code, exc.message
+        entry.note_error(exc, JobState.submitting)
     except MatteflowError as exc:
-        entry.state = JobState.failed
-        entry.error_code, entry.error = exc.code, exc.message
+        entry.note_error(exc, JobState.failed)
         if isinstance(exc, EndpointError) and exc.error_type:
             trace.error_types.append(exc.error_type)
             if exc.error_type not in exc.message:

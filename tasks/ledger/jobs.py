@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from tasks.errors import ErrorCode
+from tasks.errors import ErrorCode, MatteflowError
 from tasks.ledger.handles import FalHandles
 from tasks.storage.store import Storage
 
@@ -111,6 +111,12 @@ class LedgerEntry(BaseModel):
     created_at: str = Field(default_factory=now_iso)
     updated_at: str = Field(default_factory=now_iso)
     history: list[dict[str, Any]] = Field(default_factory=list)
+
+    def note_error(self, exc: MatteflowError, state: JobState | None = None) -> None:
+        """Keep the error's code and message for the results row (and ``state`` when given)."""
+        if state is not None:
+            self.state = state
+        self.error_code, self.error = exc.code, exc.message
 
     @model_validator(mode="before")
     @classmethod

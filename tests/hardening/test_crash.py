@@ -78,6 +78,14 @@ def check_videos(out: Path, fmt: OutputFormat, frames: int) -> int:
     return len(done)
 
 
+def tally_kills(kills: list[str], tally: Counter[str]) -> int:
+    """Print where each run was killed and add the kills to the tally; returns how many."""
+    print("\n".join(kills))
+    killed = sum(k.startswith("killed") for k in kills)
+    tally["kill_9"] += killed
+    return killed
+
+
 def final_results(cmd: list[str], env: dict[str, str], out: Path, rows: int) -> pd.DataFrame:
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     csv = out / "runs" / "crash" / "results.csv"
@@ -107,10 +115,7 @@ def test_kill_9_at_random_points_on_fal_loses_nothing(
         kills: list[str] = []
         while sum(k.startswith("killed") for k in kills) < 5 and len(kills) < 8:
             kills.append(kill_at_random(cmd, env, out, rng, max_delay_s=1.2))
-        print("\n".join(kills))
-        killed = sum(k.startswith("killed") for k in kills)
-        tally["kill_9"] += killed
-        assert killed >= 5, kills
+        assert tally_kills(kills, tally) >= 5, kills
         results = final_results(cmd, env, out, len(urls))
     tally["rows"] += len(results)
     unknown = set(results.loc[results["error_code"] == "submit_unknown", "video_url"])
@@ -141,10 +146,7 @@ def test_kill_9_at_random_points_on_the_local_engine_loses_nothing(
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     cmd = run_command(manifest, out, "crash", "--max-in-flight", "2")
     kills = [kill_at_random(cmd, env, out, rng, max_delay_s=1.5) for _ in range(2)]
-    print("\n".join(kills))
-    killed = sum(k.startswith("killed") for k in kills)
-    tally["kill_9"] += killed
-    assert killed >= 1, kills
+    assert tally_kills(kills, tally) >= 1, kills
     results = final_results(cmd, env, out, len(names))
     tally["rows"] += len(results)
     assert set(results["status"]) <= {"succeeded", "skipped"}
