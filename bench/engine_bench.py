@@ -86,12 +86,19 @@ def mean_alpha_change(path: Path) -> float:
 # ----------------------------------------------------------------------------- runs
 
 
+def naive_frame(rgb: Any, a: F32, background: tuple[int, int, int] | None) -> av.VideoFrame:
+    """One frame of the naive loops: RGBA with the matte as alpha, or composited on a colour."""
+    if background is None:
+        img = np.dstack((rgb, (a * 255.0 + 0.5).astype(np.uint8)))
+        return av.VideoFrame.from_ndarray(img, format="rgba")
+    bg = np.array(background, dtype=np.float32)
+    comp = rgb * a[..., None] + bg * (1.0 - a[..., None])
+    return av.VideoFrame.from_ndarray((comp + 0.5).astype(np.uint8), format="rgb24")
+
+
 def naive_loop(src: Path, dst: Path, *, transparent: bool) -> int:
     """The baseline: decode, segment the full frame, composite, encode, one frame at a time."""
-    from mediapipe.python.solutions import selfie_segmentation
-
-    model = selfie_segmentation.SelfieSegmentation(model_selection=0)
-    frames = 0
+    matte, close = naive_segment("selfie")
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]
         codec = "libvpx-vp9" if transparent else "libx264"
@@ -99,22 +106,28 @@ def naive_loop(src: Path, dst: Path, *, transparent: bool) -> int:
         vout.width, vout.height = vin.codec_context.width, vin.codec_context.height
         vout.pix_fmt = "yuva420p" if transparent else "yuv420p"
         vout.options = dict(ENCODER_OPTIONS[codec])
-        for frame in inp.decode(vin):
-            rgb = frame.to_ndarray(format="rgb24")
-            mask = model.process(rgb).segmentation_mask
-            a = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
-            if transparent:
-                img = np.dstack((rgb, (a * 255.0 + 0.5).astype(np.uint8)))
-                new = av.VideoFrame.from_ndarray(img, format="rgba")
-            else:
-                bg = np.array((0, 255, 0), dtype=np.float32)
-                comp = rgb * a[..., None] + bg * (1.0 - a[..., None])
-                new = av.VideoFrame.from_ndarray((comp + 0.5).astype(np.uint8), format="rgb24")
-            new.pts = frames
-            out.mux(vout.encode(new))
-            frames += 1
-        out.mux(vout.encode(None))
-    model.close()
+        frames = naive_encode(inp, vin, out, vout, matte, None if transparent else (0, 255, 0))
+    close()
+    return frames
+
+
+def naive_encode(
+    inp: Any,
+    vin: Any,
+    out: Any,
+    vout: Any,
+    matte: Callable[[npt.NDArray[np.uint8]], F32],
+    background: tuple[int, int, int] | None,
+) -> int:
+    """Decode, segment the full frame, composite, encode: one frame at a time."""
+    frames = 0
+    for frame in inp.decode(vin):
+        rgb = frame.to_ndarray(format="rgb24")
+        new = naive_frame(rgb, matte(rgb), background)
+        new.pts = frames
+        out.mux(vout.encode(new))
+        frames += 1
+    out.mux(vout.encode(None))
     return frames
 
 
@@ -256,7 +269,6 @@ def naive_format_loop(src: Path, dst: Path, fmt: str, model: str) -> int:
     opts = options(output_format=fmt, **CORPUS_FORMATS[fmt])
     spec = spec_for(opts.resolved_format)
     matte, close = naive_segment(model)
-    frames = 0
     with av.open(str(src)) as inp, av.open(str(dst), "w", format=spec.container) as out:
         vin = inp.streams.video[0]
         vout = out.add_stream(spec.codec, rate=vin.average_rate or 25)
@@ -264,20 +276,8 @@ def naive_format_loop(src: Path, dst: Path, fmt: str, model: str) -> int:
         alpha = opts.transparent and spec.alpha_pix_fmt
         vout.pix_fmt = spec.alpha_pix_fmt if alpha else spec.opaque_pix_fmt
         vout.options = dict(ENCODER_OPTIONS.get(spec.codec, {}))
-        for frame in inp.decode(vin):
-            rgb = frame.to_ndarray(format="rgb24")
-            a = matte(rgb)
-            if alpha:
-                img = np.dstack((rgb, (a * 255.0 + 0.5).astype(np.uint8)))
-                new = av.VideoFrame.from_ndarray(img, format="rgba")
-            else:
-                bg = np.array(opts.rgb or (0, 0, 0), dtype=np.float32)
-                comp = rgb * a[..., None] + bg * (1.0 - a[..., None])
-                new = av.VideoFrame.from_ndarray((comp + 0.5).astype(np.uint8), format="rgb24")
-            new.pts = frames
-            out.mux(vout.encode(new))
-            frames += 1
-        out.mux(vout.encode(None))
+        background = None if alpha else (opts.rgb or (0, 0, 0))
+        frames = naive_encode(inp, vin, out, vout, matte, background)
     close()
     return frames
 

@@ -9,6 +9,8 @@ silently drops it, so VP9 streams are decoded with ``libvpx-vp9`` here.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -340,14 +342,21 @@ def probe(
     Raises ``av.error.FFmpegError`` if the file does not open and ``NoVideoStream`` if it holds
     no video stream; an error part-way through decoding is recorded in ``decode_error`` instead.
     """
+    with open_video(path) as (container, stream, kind):
+        tally = decode_all(container, stream, sample_every, background_rgb, background_tolerance)
+        return video_probe(container, stream, tally, kind)
+
+
+@contextmanager
+def open_video(path: Path) -> Iterator[tuple[Any, Any, str]]:
+    """The open container, its first video stream and the container kind (sniffed, else the
+    demuxer's name); ``NoVideoStream`` for a file without one (an image is not a video)."""
     kind = sniff_container(path)
     with av.open(str(path)) as container:
         demuxer = container.format.name
         if not container.streams.video or demuxer in IMAGE_DEMUXERS:
             raise NoVideoStream(f"no video stream (read as {demuxer})")
-        stream = container.streams.video[0]
-        tally = decode_all(container, stream, sample_every, background_rgb, background_tolerance)
-        return video_probe(container, stream, tally, kind or demuxer)
+        yield container, container.streams.video[0], kind or demuxer
 
 
 def video_probe(container: Any, stream: Any, tally: DecodeTally, kind: str) -> VideoProbe:

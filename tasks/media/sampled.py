@@ -24,14 +24,12 @@ from typing import Any
 import av
 
 from tasks.media.probe import (
-    IMAGE_DEMUXERS,
     DecodeTally,
     MatteStats,
-    NoVideoStream,
     VideoProbe,
     decode_all,
     decoder_for,
-    sniff_container,
+    open_video,
     video_probe,
 )
 
@@ -134,12 +132,7 @@ def probe_sampled(
     Raises as ``probe`` does: ``av.error.FFmpegError`` if the file does not open,
     ``NoVideoStream`` if it holds no video stream.
     """
-    kind = sniff_container(path)
-    with av.open(str(path)) as container:
-        demuxer = container.format.name
-        if not container.streams.video or demuxer in IMAGE_DEMUXERS:
-            raise NoVideoStream(f"no video stream (read as {demuxer})")
-        stream = container.streams.video[0]
+    with open_video(path) as (container, stream, kind):
         if stream.codec_context.name == "gif":
             tally = decode_all(container, stream, 1, background_rgb, background_tolerance)
         else:
@@ -147,4 +140,4 @@ def probe_sampled(
             tally = decode_samples(
                 container, stream, scan, samples, background_rgb, background_tolerance
             )
-        return video_probe(container, stream, tally, kind or demuxer)
+        return video_probe(container, stream, tally, kind)
