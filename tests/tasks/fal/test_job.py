@@ -55,15 +55,9 @@ def make_job(url: str, endpoint: str, row_id: str = "a", **options: Any) -> Job:
     )
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    return Storage(str(tmp_path / "out"))
-
-
 async def test_pixelcut_then_reused_without_a_second_submit(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
-    runner = runner_for(fake_fal, "pixelcut")
     job = make_job(str(clips["person"]), "pixelcut")  # a local file: uploaded to fal's storage
     row = await run_fal_job(job, storage, runner)
     assert row["status"] == "succeeded", row
@@ -77,7 +71,6 @@ async def test_pixelcut_then_reused_without_a_second_submit(
     again = await run_fal_job(job, storage, runner)
     assert again["status"] == "skipped" and again["cost_usd"] == 0.0
     assert fake_fal.accepted[PIXELCUT] == 1
-    await runner.aclose()
 
 
 async def test_birefnet_with_mask_and_compute_cost(
@@ -100,9 +93,8 @@ async def test_birefnet_with_mask_and_compute_cost(
 
 
 async def test_a_job_with_a_request_id_is_resumed_not_resubmitted(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
-    runner = runner_for(fake_fal, "pixelcut")
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
     ledger = Ledger(storage)
     entry = LedgerEntry(key=job.key, endpoint=job.endpoint, video_url=job.video_url, params={})
@@ -114,7 +106,6 @@ async def test_a_job_with_a_request_id_is_resumed_not_resubmitted(
     row = await run_fal_job(job, storage, runner)
     assert row["status"] == "succeeded" and row["request_id"] == stored.request_id
     assert fake_fal.accepted[PIXELCUT] == 1
-    await runner.aclose()
 
 
 async def test_unknown_submit_is_recorded_and_repeated_only_when_asked(
@@ -177,10 +168,9 @@ async def test_local_input_refused_when_uploads_are_off(
 
 
 async def test_auth_error_propagates_and_leaves_no_secret(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
     fake_fal.locked = "User is locked. Reason: Exhausted balance. Top up at fal.ai/dashboard"
-    runner = runner_for(fake_fal, "pixelcut")
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
     with pytest.raises(AuthError) as info:
         await run_fal_job(job, storage, runner)
@@ -195,7 +185,6 @@ async def test_auth_error_propagates_and_leaves_no_secret(
     fake_fal.locked = None
     row = await run_fal_job(job, storage, runner)
     assert row["status"] == "succeeded" and fake_fal.accepted[PIXELCUT] == 1
-    await runner.aclose()
 
 
 async def test_budget_guard_wraps_the_submit(
@@ -254,7 +243,7 @@ async def test_s3_input_is_presigned_for_fal(
 
 
 async def test_a_flaky_input_host_is_probed_again(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
     class FirstTwoInputs(Faults):
         def pick(self, call: str) -> str | None:
@@ -264,13 +253,11 @@ async def test_a_flaky_input_host_is_probed_again(
             return None
 
     fake_fal.faults = FirstTwoInputs(rate=0.0)
-    runner = runner_for(fake_fal, "pixelcut")
     row = await run_fal_job(
         make_job(fake_fal.serve_file(clips["person"]), "pixelcut"), storage, runner
     )
     assert row["status"] == "succeeded", row
     assert fake_fal.calls[("input", 503)] == 2
-    await runner.aclose()
 
 
 async def test_a_mask_that_disagrees_with_the_video_fails_verification(

@@ -7,21 +7,14 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
-
 from tasks.fal.cancel import never_ran
 from tasks.fal.client import CallTrace, QueueStatus
-from tasks.fal.job import run_fal_job, submit_job
+from tasks.fal.job import FalRunner, run_fal_job, submit_job
 from tasks.ledger.claims import Claim, ClaimOwner, Claims, ClaimSettings
 from tasks.ledger.jobs import JobState, Ledger, LedgerEntry
 from tasks.storage.store import Storage
 from tests.fakes.fal_server import BIREFNET, PIXELCUT, FakeFal
 from tests.tasks.fal.test_job import make_job, runner_for
-
-
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    return Storage(str(tmp_path / "out"))
 
 
 def wait_until(check: object, timeout: float = 60.0) -> None:
@@ -32,11 +25,10 @@ def wait_until(check: object, timeout: float = 60.0) -> None:
 
 
 async def test_a_truncated_download_is_downloaded_again_not_resubmitted(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
     fake_fal.short_downloads = 1
-    runner = runner_for(fake_fal, "pixelcut")
     first = await run_fal_job(job, storage, runner)
     assert (first["status"], first["error_code"]) == ("failed", "fal_download_failed"), first
     assert "truncated" in first["error"]
@@ -50,7 +42,6 @@ async def test_a_truncated_download_is_downloaded_again_not_resubmitted(
     final = Ledger(storage).get(job.key)
     assert final is not None and final.fal and final.fal.result and final.fal.result.video
     assert final.fal.result.video.url == saved_url
-    await runner.aclose()
 
 
 async def test_an_expired_unread_result_is_reported_and_never_resubmitted_unasked(
@@ -97,11 +88,10 @@ async def test_sync_mode_outputs_are_staged_before_any_download(
 
 
 async def test_a_cancel_does_not_stop_a_running_job_and_its_result_is_kept(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
     fake_fal.latency_s = 1.0
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
-    runner = runner_for(fake_fal, "pixelcut")
     task = asyncio.create_task(run_fal_job(job, storage, runner))
 
     def running() -> bool:
@@ -120,7 +110,6 @@ async def test_a_cancel_does_not_stop_a_running_job_and_its_result_is_kept(
     again = await run_fal_job(job, storage, runner)
     assert again["status"] == "succeeded" and again["request_id"] == row["request_id"]
     assert fake_fal.accepted[PIXELCUT] == 1 and sum(fake_fal.ran_inputs.values()) == 1
-    await runner.aclose()
 
 
 async def test_a_job_fal_confirms_never_ran_is_submitted_again(

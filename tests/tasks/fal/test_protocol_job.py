@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tasks.endpoints.options import Background
 from tasks.errors import AuthError
+from tasks.fal.job import FalRunner
 from tasks.ledger.jobs import JobState, Ledger
 from tasks.media.formats import OutputFormat
 from tasks.storage.store import Storage
@@ -22,15 +23,9 @@ from tests.fakes.fal_server import PIXELCUT, FakeFal
 from tests.tasks.fal.test_job import make_job, runner_for
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    return Storage(str(tmp_path / "out"))
-
-
 async def test_plain_403_on_submit_fails_the_row_only(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
-    runner = runner_for(fake_fal, "pixelcut")
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
     fake_fal.forbidden = True  # 403 {"detail": "Forbidden"}: no word of the key or account
     row = await run(job, storage, runner, fake_fal)
@@ -38,7 +33,6 @@ async def test_plain_403_on_submit_fails_the_row_only(
     assert "Forbidden" in row["error"] and "HTTP 403" in row["error"]
     entry = Ledger(storage).get(job.key)
     assert entry is not None and entry.state is JobState.failed  # not "submitting"
-    await runner.aclose()
 
 
 async def run(job: Any, storage: Storage, runner: Any, fake: FakeFal, **_: Any) -> Any:
@@ -48,9 +42,8 @@ async def run(job: Any, storage: Storage, runner: Any, fake: FakeFal, **_: Any) 
 
 
 async def test_cdn_403_fails_that_row_with_fals_message(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
-    runner = runner_for(fake_fal, "pixelcut")
     private = make_job(fake_fal.serve_file(clips["person"], "private.mp4"), "pixelcut", "p")
     fake_fal.forbid_output_inputs.add("private.mp4")
     row = await run(private, storage, runner, fake_fal)
@@ -58,13 +51,11 @@ async def test_cdn_403_fails_that_row_with_fals_message(
     assert "HTTP 403" in row["error"] and "this file is private" in row["error"]
     other = make_job(fake_fal.serve_file(clips["person"], "public.mp4"), "pixelcut", "q")
     assert (await run(other, storage, runner, fake_fal))["status"] == "succeeded"
-    await runner.aclose()
 
 
 async def test_422_counts_its_estimate_as_possibly_billed(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
-    runner = runner_for(fake_fal, "pixelcut")
     job = make_job(fake_fal.serve_file(clips["person"], "bad.mp4"), "pixelcut")
     fake_fal.reject_inputs.add("bad.mp4")
     row = await run(job, storage, runner, fake_fal)
@@ -74,19 +65,16 @@ async def test_422_counts_its_estimate_as_possibly_billed(
     again = await run(job, storage, runner, fake_fal)  # resumed, not submitted: billed once
     assert again["error_code"] == "fal_validation_error" and again["possibly_billed_usd"] == 0.0
     assert fake_fal.accepted[PIXELCUT] == 1
-    await runner.aclose()
 
 
 async def test_a_half_size_pixelcut_output_is_wrong_size(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
-    runner = runner_for(fake_fal, "pixelcut")
     job = make_job(fake_fal.serve_file(clips["person"], "half.mp4"), "pixelcut")
     fake_fal.half_size_inputs.add("half.mp4")
     row = await run(job, storage, runner, fake_fal)
     assert row["status"] == "failed_verification" and row["error_code"] == "wrong_size"
     assert "size 32x24, expected 64x48" in row["error"]
-    await runner.aclose()
 
 
 async def test_null_metrics_still_succeed(
@@ -102,10 +90,9 @@ async def test_null_metrics_still_succeed(
 
 
 async def test_unknown_status_fails_now_and_resumes_later(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
     fake_fal.unknown_status = "PAUSED"
-    runner = runner_for(fake_fal, "pixelcut")
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
     row = await run(job, storage, runner, fake_fal)
     assert row["status"] == "failed" and row["error_code"] == "fal_unknown_status"
@@ -114,13 +101,11 @@ async def test_unknown_status_fails_now_and_resumes_later(
     again = await run(job, storage, runner, fake_fal)
     assert again["status"] == "succeeded" and again["request_id"] == row["request_id"]
     assert fake_fal.accepted[PIXELCUT] == 1  # resumed, not submitted twice
-    await runner.aclose()
 
 
 async def test_start_timeout_row_is_unbilled(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
-    runner = runner_for(fake_fal, "pixelcut")
     runner.client.settings = runner.client.settings.model_copy(update={"start_timeout_s": 1.5})
     fake_fal.queue_wait_s = 1.8  # no runner free before the deadline
     job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
@@ -129,17 +114,14 @@ async def test_start_timeout_row_is_unbilled(
     assert row["cost_usd"] == 0.0 and row["possibly_billed_usd"] == 0.0
     assert fake_fal.submit_headers[0]["x-fal-request-timeout"] == "1.5"
     assert fake_fal.encodes == 0
-    await runner.aclose()
 
 
 async def test_locked_account_stops_with_fals_message(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
     fake_fal.locked = "User is locked. Reason: Exhausted balance."
-    runner = runner_for(fake_fal, "pixelcut")
     with pytest.raises(AuthError, match="Exhausted balance"):
         await run(make_job(str(clips["person"]), "pixelcut"), storage, runner, fake_fal)
-    await runner.aclose()
 
 
 FORMATS = list(OutputFormat)
@@ -152,10 +134,9 @@ def test_the_matrix_is_nine_by_seven() -> None:
 
 @pytest.mark.slow
 async def test_every_correct_pixelcut_output_passes(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
 ) -> None:
     """9 formats x 7 backgrounds: the impossible ones are refused before fal, the rest pass."""
-    runner = runner_for(fake_fal, "pixelcut")
     url = fake_fal.serve_file(clips["person"])
     outcomes: dict[str, str] = {}
     refused = []
@@ -175,7 +156,6 @@ async def test_every_correct_pixelcut_output_passes(
     assert not bad, bad
     assert sorted(refused) == sorted((f.value, "transparent") for f in FORMATS if not _alpha(f))
     assert len(outcomes) + len(refused) == 63
-    await runner.aclose()
 
 
 def _alpha(fmt: OutputFormat) -> bool:

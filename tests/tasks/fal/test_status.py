@@ -10,14 +10,14 @@ import pytest
 from pydantic import SecretStr
 
 from tasks.fal.client import FalSettings, PollPolicy, build_client
-from tasks.fal.job import run_fal_job
+from tasks.fal.job import FalRunner, run_fal_job
 from tasks.fal.status import StatusWatch, sse_data
 from tasks.ledger.jobs import Ledger
 from tasks.ledger.results import ResultRow
 from tasks.retry import Backoff
 from tasks.storage.store import Storage
 from tests.fakes.fal_server import PIXELCUT, FakeFal
-from tests.tasks.fal.test_job import make_job, runner_for
+from tests.tasks.fal.test_job import make_job
 
 
 async def _lines(*lines: str) -> AsyncIterator[str]:
@@ -54,11 +54,10 @@ def _ok(row: ResultRow) -> None:
 
 
 async def test_completion_is_seen_on_the_stream_without_a_poll(
-    fake_fal: FakeFal, clips: dict[str, Path], tmp_path: Path
+    fake_fal: FakeFal, clips: dict[str, Path], tmp_path: Path, runner: FalRunner
 ) -> None:
     fake_fal.latency_s = 0.3
     storage = Storage(str(tmp_path / "out"))
-    runner = runner_for(fake_fal, "pixelcut")
     url = fake_fal.serve_file(clips["person"])
     row = await run_fal_job(make_job(url, "pixelcut"), storage, runner)
     _ok(row)
@@ -70,15 +69,13 @@ async def test_completion_is_seen_on_the_stream_without_a_poll(
     assert entry.metrics["status_streams"] == 1 and entry.metrics["cpu_s"] > 0
     # The fake saw the client learn of the completion well before a 0.1 s poll would.
     assert fake_fal.stats()["detect_delay_s"]["n"] == 1
-    await runner.aclose()
 
 
 async def test_refused_stream_falls_back_to_polls_and_is_not_asked_again(
-    fake_fal: FakeFal, clips: dict[str, Path], tmp_path: Path
+    fake_fal: FakeFal, clips: dict[str, Path], tmp_path: Path, runner: FalRunner
 ) -> None:
     fake_fal.status_stream = "off"
     storage = Storage(str(tmp_path / "out"))
-    runner = runner_for(fake_fal, "pixelcut")
     url = fake_fal.serve_file(clips["person"])
     row = await run_fal_job(make_job(url, "pixelcut"), storage, runner)
     _ok(row)
@@ -90,16 +87,14 @@ async def test_refused_stream_falls_back_to_polls_and_is_not_asked_again(
     _ok(second)
     assert second["status_via"] == "poll"
     assert fake_fal.calls[("stream", 404)] == 1
-    await runner.aclose()
 
 
 async def test_stream_cut_mid_job_ends_with_polls_and_the_right_row(
-    fake_fal: FakeFal, clips: dict[str, Path], tmp_path: Path
+    fake_fal: FakeFal, clips: dict[str, Path], tmp_path: Path, runner: FalRunner
 ) -> None:
     fake_fal.status_stream = "cut"
     fake_fal.latency_s = 0.3
     storage = Storage(str(tmp_path / "out"))
-    runner = runner_for(fake_fal, "pixelcut")
     url = fake_fal.serve_file(clips["person"])
     row = await run_fal_job(make_job(url, "pixelcut"), storage, runner)
     _ok(row)
@@ -109,7 +104,6 @@ async def test_stream_cut_mid_job_ends_with_polls_and_the_right_row(
     assert entry is not None and entry.metrics["stream_error"].startswith("stream")
     assert fake_fal.calls[("stream", 0)] == 1  # the fake dropped it after one event
     assert runner.client.stream_status  # a cut is this job's bad luck, not a missing stream
-    await runner.aclose()
 
 
 async def test_silent_stream_is_checked_with_a_poll_and_opened_again(
