@@ -22,43 +22,32 @@ from flows.shards import (
     write_shards,
 )
 from tasks.endpoints import EndpointName, endpoint_info
-from tasks.ledger.jobs import Job
 from tasks.ledger.results import ResultRow
 from tasks.manifest.plan import plan_jobs
 from tasks.manifest.read import read_manifest
 from tasks.report.tables import write_reports
 from tasks.storage.store import Storage
-
-
-def job(row: int, cost: float = 0.0) -> Job:
-    return Job(
-        key=f"k{row:031d}",
-        row=row,
-        id=f"id{row}",
-        video_url=f"/v/{row}.mp4",
-        endpoint="local",
-        params={},
-        estimated_cost_usd=cost,
-    )
+from tests.fakes.jobs import row_job
 
 
 def test_split_jobs_keeps_order_and_sizes() -> None:
-    parts = split_jobs([job(r) for r in (2, 5, 7, 9, 11)], 2)
+    parts = split_jobs([row_job(r) for r in (2, 5, 7, 9, 11)], 2)
     assert [[j.row for j in p] for p in parts] == [[2, 5], [7, 9], [11]]
     with pytest.raises(ValueError):
-        split_jobs([job(1)], 0)
+        split_jobs([row_job(1)], 0)
 
 
 def test_budget_shares_follow_estimates_and_never_exceed_budget() -> None:
-    parts = [[job(1, 0.3), job(2, 0.3)], [job(3, 0.4)]]
+    parts = [[row_job(1, 0.3), row_job(2, 0.3)], [row_job(3, 0.4)]]
     shares = budget_shares(1.0, parts)
     assert shares == [pytest.approx(0.6), pytest.approx(0.4)]
-    assert sum(s or 0 for s in budget_shares(1.0, [[job(1)], [job(2)], [job(3)]])) <= 1.0
+    singles = [[row_job(n)] for n in (1, 2, 3)]
+    assert sum(s or 0 for s in budget_shares(1.0, singles)) <= 1.0
     assert budget_shares(None, parts) == [None, None]
 
 
 def test_remap_rows_gives_manifest_numbers() -> None:
-    shard = Shard(index=1, run_name="r/shards/001", manifest="m", jobs=[job(4), job(9)])
+    shard = Shard(index=1, run_name="r/shards/001", manifest="m", jobs=[row_job(4), row_job(9)])
     rows = [
         ResultRow(row=2, status="succeeded", duplicate_of=None),
         ResultRow(row=1, status="succeeded", duplicate_of=2),
@@ -72,7 +61,7 @@ def test_remap_rows_gives_manifest_numbers() -> None:
 
 def test_stale_or_missing_child_results_become_failed_rows() -> None:
     storage = Storage("memory://shards-stale")
-    shard = Shard(index=1, run_name="r/shards/001", manifest="m", jobs=[job(3), job(4)])
+    shard = Shard(index=1, run_name="r/shards/001", manifest="m", jobs=[row_job(3), row_job(4)])
     assert read_shard_rows(storage, shard) is None
     other = [ResultRow(row=1, job_key="other", status="succeeded", endpoint="local")]
     write_reports(storage, shard.run_name, other, {}, {})

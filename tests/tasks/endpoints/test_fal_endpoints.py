@@ -14,6 +14,7 @@ from tasks.endpoints.pixelcut import arguments as pixelcut_arguments
 from tasks.fal.files import parse_outputs
 from tasks.manifest.plan import plan_jobs
 from tasks.manifest.read import Manifest, ManifestRow
+from tests.tasks.endpoints.test_wire_form import BIREFNET_DEFAULTS
 
 
 def test_pixelcut_defaults_and_body() -> None:
@@ -36,17 +37,7 @@ def test_pixelcut_defaults_and_body() -> None:
 def test_birefnet_defaults_and_rules() -> None:
     opts = BirefnetOptions()
     body = birefnet_arguments(opts, "u")
-    assert body == {
-        "video_url": "u",
-        "model": "General Use (Light)",
-        "operating_resolution": "1024x1024",
-        "output_mask": False,
-        "refine_foreground": True,
-        "sync_mode": False,
-        "video_output_type": "VP9 (.webm)",
-        "video_quality": "high",
-        "video_write_mode": "balanced",
-    }
+    assert body == {"video_url": "u", **BIREFNET_DEFAULTS}
     assert opts.transparent and opts.resolved_format.value == "webm_vp9"
     assert not BirefnetOptions(video_output_type="X264 (.mp4)").transparent
     with pytest.raises(ValidationError, match="2304x2304 needs model"):

@@ -11,22 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.errors import ErrorCode
-from tasks.ledger.jobs import Job, LedgerEntry, Status, now_iso
+from tasks.ledger.jobs import LedgerEntry, Status, now_iso
 from tasks.ledger.results import RESULT_SCHEMA, ResultRow, ended_row, rows_from_table
 from tasks.manifest.read import ManifestRow
 from tasks.report.tables import write_reports
 from tasks.storage.store import Storage
-
-
-def job(n: int) -> Job:
-    return Job(
-        key=f"k{n}",
-        row=n,
-        id=f"v{n}",
-        video_url=f"https://cdn/v{n}.mp4",
-        endpoint="local",
-        params={},
-    )
+from tests.fakes.jobs import row_job
 
 
 def invalid_rows() -> list[ResultRow]:
@@ -60,7 +50,11 @@ def mixed_rows() -> list[ResultRow]:
         flicker=0.01,
         verify_reasons="",
     )
-    return [*invalid_rows(), done, ended_row(job(4), Status.cancelled, ErrorCode.cancelled, "x")]
+    return [
+        *invalid_rows(),
+        done,
+        ended_row(row_job(4), Status.cancelled, ErrorCode.cancelled, "x"),
+    ]
 
 
 def parquet_schema(storage: Storage, run: str, rows: list[ResultRow]) -> pa.Schema:
@@ -106,7 +100,7 @@ def test_a_row_holds_one_registered_code_and_knows_its_columns() -> None:
         ResultRow(row=1, status=Status.failed, error_code="alpha_missing,matte_full")
     with pytest.raises(KeyError):
         ResultRow(row=1, status=Status.failed, colour="red")
-    row = ended_row(job(1), Status.failed, ErrorCode.internal_error, "x" * 900)
+    row = ended_row(row_job(1), Status.failed, ErrorCode.internal_error, "x" * 900)
     assert len(row.error or "") == 500 and row["job_key"] == "k1" and row.attempts == 0
     assert row.finished_at is not None and row.finished_at.tzinfo is not None
 
