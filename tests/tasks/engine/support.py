@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from tasks.media.formats import FormatSpec
 from tasks.media.quality import alpha_frames
+from tasks.media.verify import Expectation, VerifyReport, verify_output
 
 F32 = npt.NDArray[np.float32]
 
@@ -28,6 +30,13 @@ def write_clip(path: Path, frames: list[npt.NDArray[np.uint8]], fps: int = 20) -
             out.mux(s.encode(f))
         out.mux(s.encode(None))
     return path
+
+
+def verify_like(out: Path, spec: FormatSpec, transparent: bool, like: Any) -> VerifyReport:
+    """Verify ``out`` for the frame count and size of ``like`` (the input's facts, or the
+    engine's result)."""
+    expected = Expectation(spec, transparent, like.frames, like.width, like.height)
+    return verify_output(out, expected)
 
 
 def write_alpha(path: Path, alphas: list[F32], fps: int = 20) -> Path:

@@ -12,7 +12,8 @@ from tasks.endpoints.options import Background, RemovalOptions
 from tasks.engine.pipeline import remove_background
 from tasks.errors import InputError
 from tasks.media.formats import FORMATS, OutputFormat
-from tasks.media.verify import Expectation, probe, verify_output
+from tasks.media.verify import probe
+from tests.tasks.engine.support import verify_like
 
 ALPHA_FORMATS = [f for f, spec in FORMATS.items() if spec.carries_alpha]
 
@@ -38,16 +39,7 @@ def test_every_format_keeps_frames_size_rate_and_audio(
     assert found.fps == pytest.approx(src.fps, rel=0.02)
     assert found.has_alpha is spec.carries_alpha
     assert found.has_audio is (spec.audio_codec is not None)
-    report = verify_output(
-        out,
-        Expectation(
-            spec=spec,
-            transparent=options.transparent,
-            frames=src.frames,
-            width=src.width,
-            height=src.height,
-        ),
-    )
+    report = verify_like(out, spec, options.transparent, src)
     assert report.ok, report.reasons
 
 

@@ -18,12 +18,13 @@ from tasks.errors import InputError
 from tasks.media.formats import spec_for
 from tasks.media.quality import alpha_frames, matte_quality
 from tasks.media.samples import make_composite_clip
-from tasks.media.verify import Expectation, probe, verify_output
+from tasks.media.verify import probe
 from tests.tasks.engine.support import (
     CoarseNoisyTruth,
     Ellipse,
     mean_alpha_change,
     moving_disc,
+    verify_like,
     video_grad_error,
 )
 
@@ -143,16 +144,7 @@ def test_every_format_verifies(
     spec = spec_for(opts.resolved_format)
     out = tmp_path / f"out{spec.extension}"
     result = remove_background(clips["person"], out, opts, segmenter=Ellipse())
-    report = verify_output(
-        out,
-        Expectation(
-            spec=spec,
-            transparent=opts.transparent,
-            frames=result.frames,
-            width=result.width,
-            height=result.height,
-        ),
-    )
+    report = verify_like(out, spec, opts.transparent, result)
     assert report.ok, report.error
     assert result.frames == 8 and set(result.stage_s) >= {"decode", "matte", "encode"}
     assert result.has_audio is (spec.audio_codec is not None)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from tasks.fal.job import FalRunner
+from tasks.ledger.jobs import Job
 from tasks.storage.store import Storage
 from tests.fakes.fal_server import FakeFal
-from tests.tasks.fal.test_job import runner_for
+from tests.tasks.fal.test_job import make_job, runner_for
 
 
 @pytest.fixture
@@ -24,3 +25,13 @@ async def runner(fake_fal: FakeFal) -> AsyncIterator[FalRunner]:
     pixelcut = runner_for(fake_fal, "pixelcut")
     yield pixelcut
     await pixelcut.aclose()
+
+
+@pytest.fixture
+def person_job(fake_fal: FakeFal, clips: dict[str, Path]) -> Callable[..., Job]:
+    """Pixelcut jobs of the person clip on the fake CDN (served as ``name`` when given)."""
+
+    def job(name: str | None = None, row_id: str = "a") -> Job:
+        return make_job(fake_fal.serve_file(clips["person"], name), "pixelcut", row_id)
+
+    return job

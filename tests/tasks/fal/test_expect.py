@@ -3,7 +3,9 @@ frame rate, birefnet matches what its result states; corpus outputs with known f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +26,17 @@ def probed(clips: dict[str, Path]) -> dict[str, object]:
     return read_video_facts(str(clips["silent"]), scan=True).as_dict()
 
 
+@pytest.fixture
+def silent_webm(clips: dict[str, Path], tmp_path: Path) -> Callable[..., Path]:
+    """Writes the silent clip as a transparent VP9 output named ``name``, with ``faults``."""
+
+    def write(name: str, **faults: Any) -> Path:
+        webm = OutputFormat.webm_vp9
+        return write_output(clips["silent"], tmp_path / name, webm, transparent=True, **faults)
+
+    return write
+
+
 def pixelcut_expectation(probed: dict[str, object], **options: object):  # type: ignore[no-untyped-def]
     from tasks.fal.expect import fal_expectation
 
@@ -42,48 +55,32 @@ def test_pixelcut_expects_the_inputs_size_fps_frames_and_colour(
 
 
 def test_half_size_pixelcut_output_is_wrong_size(
-    clips: dict[str, Path], probed: dict[str, object], tmp_path: Path
+    silent_webm: Callable[..., Path], probed: dict[str, object]
 ) -> None:
-    out = write_output(
-        clips["silent"],
-        tmp_path / "half.webm",
-        OutputFormat.webm_vp9,
-        transparent=True,
-        size=(32, 24),
-    )
+    out = silent_webm("half.webm", size=(32, 24))
     report = verify_output(out, pixelcut_expectation(probed))
     assert report.error_code == "wrong_size" and "expected 64x48" in report.error
 
 
 def test_dropped_frame_fails_frame_count(
-    clips: dict[str, Path], probed: dict[str, object], tmp_path: Path
+    silent_webm: Callable[..., Path], probed: dict[str, object]
 ) -> None:
-    out = write_output(
-        clips["silent"],
-        tmp_path / "short.webm",
-        OutputFormat.webm_vp9,
-        transparent=True,
-        drop_frame=3,
-    )
+    out = silent_webm("short.webm", drop_frame=3)
     assert "frame_count" in verify_output(out, pixelcut_expectation(probed)).codes
 
 
 def test_wrong_frame_rate_fails(
-    clips: dict[str, Path], probed: dict[str, object], tmp_path: Path
+    silent_webm: Callable[..., Path], probed: dict[str, object]
 ) -> None:
-    out = write_output(
-        clips["silent"], tmp_path / "ok.webm", OutputFormat.webm_vp9, transparent=True
-    )
+    out = silent_webm("ok.webm")
     slower = {**probed, "fps": 10.0, "duration_s": 0.8}
     assert "wrong_fps" in verify_output(out, pixelcut_expectation(slower)).codes
 
 
 def test_correct_pixelcut_output_passes(
-    clips: dict[str, Path], probed: dict[str, object], tmp_path: Path
+    silent_webm: Callable[..., Path], probed: dict[str, object]
 ) -> None:
-    out = write_output(
-        clips["silent"], tmp_path / "ok.webm", OutputFormat.webm_vp9, transparent=True
-    )
+    out = silent_webm("ok.webm")
     report = verify_output(out, pixelcut_expectation(probed))
     assert report.ok, report.reasons
 

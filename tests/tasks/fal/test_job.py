@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -93,9 +93,9 @@ async def test_birefnet_with_mask_and_compute_cost(
 
 
 async def test_a_job_with_a_request_id_is_resumed_not_resubmitted(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     ledger = Ledger(storage)
     entry = LedgerEntry(key=job.key, endpoint=job.endpoint, video_url=job.video_url, params={})
     from tasks.fal.client import CallTrace
@@ -168,10 +168,10 @@ async def test_local_input_refused_when_uploads_are_off(
 
 
 async def test_auth_error_propagates_and_leaves_no_secret(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
     fake_fal.locked = "User is locked. Reason: Exhausted balance. Top up at fal.ai/dashboard"
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     with pytest.raises(AuthError) as info:
         await run_fal_job(job, storage, runner)
     assert fake_fal.key not in str(info.value)
@@ -188,7 +188,7 @@ async def test_auth_error_propagates_and_leaves_no_secret(
 
 
 async def test_budget_guard_wraps_the_submit(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage
 ) -> None:
     seen: list[float] = []
 
@@ -200,9 +200,7 @@ async def test_budget_guard_wraps_the_submit(
 
     hook: SubmitGuard = guard
     runner = runner_for(fake_fal, "pixelcut", submit_guard=hook)
-    row = await run_fal_job(
-        make_job(fake_fal.serve_file(clips["person"]), "pixelcut"), storage, runner
-    )
+    row = await run_fal_job(person_job(), storage, runner)
     assert (row["status"], row["error_code"]) == ("skipped_budget", "budget_exceeded")
     assert seen == [0.022] and fake_fal.accepted[PIXELCUT] == 0
     await runner.aclose()
@@ -243,7 +241,7 @@ async def test_s3_input_is_presigned_for_fal(
 
 
 async def test_a_flaky_input_host_is_probed_again(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
     class FirstTwoInputs(Faults):
         def pick(self, call: str) -> str | None:
@@ -253,9 +251,7 @@ async def test_a_flaky_input_host_is_probed_again(
             return None
 
     fake_fal.faults = FirstTwoInputs(rate=0.0)
-    row = await run_fal_job(
-        make_job(fake_fal.serve_file(clips["person"]), "pixelcut"), storage, runner
-    )
+    row = await run_fal_job(person_job(), storage, runner)
     assert row["status"] == "succeeded", row
     assert fake_fal.calls[("input", 503)] == 2
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tasks.fal.cancel import never_ran
 from tasks.fal.client import CallTrace, QueueStatus
 from tasks.fal.job import FalRunner, run_fal_job, submit_job
 from tasks.ledger.claims import Claim, ClaimOwner, Claims, ClaimSettings
-from tasks.ledger.jobs import JobState, Ledger, LedgerEntry
+from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry
 from tasks.storage.store import Storage
 from tests.fakes.fal_server import BIREFNET, PIXELCUT, FakeFal
 from tests.tasks.fal.test_job import make_job, runner_for
@@ -25,9 +26,9 @@ def wait_until(check: object, timeout: float = 60.0) -> None:
 
 
 async def test_a_truncated_download_is_downloaded_again_not_resubmitted(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     fake_fal.short_downloads = 1
     first = await run_fal_job(job, storage, runner)
     assert (first["status"], first["error_code"]) == ("failed", "fal_download_failed"), first
@@ -45,9 +46,9 @@ async def test_a_truncated_download_is_downloaded_again_not_resubmitted(
 
 
 async def test_an_expired_unread_result_is_reported_and_never_resubmitted_unasked(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage
 ) -> None:
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     runner = runner_for(fake_fal, "pixelcut")
     entry = LedgerEntry(key=job.key, endpoint=job.endpoint, video_url=job.video_url, params={})
     sub = await submit_job(job, entry, Ledger(storage), runner, CallTrace())  # then it "dies"
@@ -88,10 +89,10 @@ async def test_sync_mode_outputs_are_staged_before_any_download(
 
 
 async def test_a_cancel_does_not_stop_a_running_job_and_its_result_is_kept(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
     fake_fal.latency_s = 1.0
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     task = asyncio.create_task(run_fal_job(job, storage, runner))
 
     def running() -> bool:
@@ -161,9 +162,9 @@ def test_never_ran_needs_fals_word_and_no_sign_of_running() -> None:
 
 
 async def test_another_runs_live_claim_ends_the_row_naming_it(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage
 ) -> None:
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     other = Claims(storage, ClaimOwner(run="nightly-0300"), ClaimSettings(lease_s=600))
     held = other.take(job.key)
     assert isinstance(held, Claim)

@@ -7,6 +7,7 @@ alarm), and the refused combinations never reach fal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from tasks.endpoints.options import Background
 from tasks.errors import AuthError
 from tasks.fal.job import FalRunner
-from tasks.ledger.jobs import JobState, Ledger
+from tasks.ledger.jobs import Job, JobState, Ledger
 from tasks.media.formats import OutputFormat
 from tasks.storage.store import Storage
 from tests.fakes.fal_server import PIXELCUT, FakeFal
@@ -24,9 +25,9 @@ from tests.tasks.fal.test_job import make_job, runner_for
 
 
 async def test_plain_403_on_submit_fails_the_row_only(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     fake_fal.forbidden = True  # 403 {"detail": "Forbidden"}: no word of the key or account
     row = await run(job, storage, runner, fake_fal)
     assert row["status"] == "failed" and row["error_code"] == "fal_forbidden"
@@ -42,21 +43,21 @@ async def run(job: Any, storage: Storage, runner: Any, fake: FakeFal, **_: Any) 
 
 
 async def test_cdn_403_fails_that_row_with_fals_message(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
-    private = make_job(fake_fal.serve_file(clips["person"], "private.mp4"), "pixelcut", "p")
+    private = person_job("private.mp4", "p")
     fake_fal.forbid_output_inputs.add("private.mp4")
     row = await run(private, storage, runner, fake_fal)
     assert row["status"] == "failed" and row["error_code"] == "fal_download_failed"
     assert "HTTP 403" in row["error"] and "this file is private" in row["error"]
-    other = make_job(fake_fal.serve_file(clips["person"], "public.mp4"), "pixelcut", "q")
+    other = person_job("public.mp4", "q")
     assert (await run(other, storage, runner, fake_fal))["status"] == "succeeded"
 
 
 async def test_422_counts_its_estimate_as_possibly_billed(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
-    job = make_job(fake_fal.serve_file(clips["person"], "bad.mp4"), "pixelcut")
+    job = person_job("bad.mp4")
     fake_fal.reject_inputs.add("bad.mp4")
     row = await run(job, storage, runner, fake_fal)
     assert row["status"] == "failed" and row["error_code"] == "fal_validation_error"
@@ -68,9 +69,9 @@ async def test_422_counts_its_estimate_as_possibly_billed(
 
 
 async def test_a_half_size_pixelcut_output_is_wrong_size(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
-    job = make_job(fake_fal.serve_file(clips["person"], "half.mp4"), "pixelcut")
+    job = person_job("half.mp4")
     fake_fal.half_size_inputs.add("half.mp4")
     row = await run(job, storage, runner, fake_fal)
     assert row["status"] == "failed_verification" and row["error_code"] == "wrong_size"
@@ -90,10 +91,10 @@ async def test_null_metrics_still_succeed(
 
 
 async def test_unknown_status_fails_now_and_resumes_later(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
     fake_fal.unknown_status = "PAUSED"
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     row = await run(job, storage, runner, fake_fal)
     assert row["status"] == "failed" and row["error_code"] == "fal_unknown_status"
     assert "PAUSED" in row["error"] and row["request_id"]
@@ -104,11 +105,11 @@ async def test_unknown_status_fails_now_and_resumes_later(
 
 
 async def test_start_timeout_row_is_unbilled(
-    fake_fal: FakeFal, clips: dict[str, Path], storage: Storage, runner: FalRunner
+    fake_fal: FakeFal, person_job: Callable[..., Job], storage: Storage, runner: FalRunner
 ) -> None:
     runner.client.settings = runner.client.settings.model_copy(update={"start_timeout_s": 1.5})
     fake_fal.queue_wait_s = 1.8  # no runner free before the deadline
-    job = make_job(fake_fal.serve_file(clips["person"]), "pixelcut")
+    job = person_job()
     row = await run(job, storage, runner, fake_fal)
     assert row["status"] == "failed" and row["error_code"] == "fal_start_timeout"
     assert row["cost_usd"] == 0.0 and row["possibly_billed_usd"] == 0.0

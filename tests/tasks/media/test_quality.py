@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from tasks.media.quality import gauss_derivative_1d, gauss_gradient, grad_error, matte_quality
+from tests.tasks.engine.support import write_alpha
 
 
 def _cv2_gradient(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -55,26 +55,14 @@ def test_grad_error_is_zero_for_equal_mattes_and_grows_with_edge_error() -> None
     assert 0.0 < soft < moved
 
 
-def _write_gray(path: Path, mattes: list[np.ndarray]) -> Path:
-    with av.open(str(path), "w", format="matroska") as out:
-        stream = out.add_stream("ffv1", rate=20)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "gray"
-        for i, m in enumerate(mattes):
-            frame = av.VideoFrame.from_ndarray((m * 255 + 0.5).astype(np.uint8), format="gray")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
-
-
 def test_matte_quality_of_known_mattes(tmp_path: Path) -> None:
     truth = [_disc(i) for i in range(5)]
     same = matte_quality(
-        _write_gray(tmp_path / "a.mkv", truth), _write_gray(tmp_path / "b.mkv", truth)
+        write_alpha(tmp_path / "a.mkv", truth), write_alpha(tmp_path / "b.mkv", truth)
     )
     assert same == {"frames": 5, "MAD": 0.0, "MSE": 0.0, "Grad": 0.0, "dtSSD": 0.0}
     # A matte frozen on the first frame: wrong by the disc's motion, and temporally wrong.
-    frozen = matte_quality(_write_gray(tmp_path / "c.mkv", [truth[0]] * 5), tmp_path / "b.mkv")
+    frozen = matte_quality(write_alpha(tmp_path / "c.mkv", [truth[0]] * 5), tmp_path / "b.mkv")
     diffs = [np.abs(truth[0] - t) for t in truth]
     assert frozen["MAD"] == pytest.approx(1e3 * np.mean([d.mean() for d in diffs]), abs=1e-3)
     assert frozen["MSE"] == pytest.approx(1e3 * np.mean([(d**2).mean() for d in diffs]), abs=1e-3)
@@ -84,8 +72,8 @@ def test_matte_quality_of_known_mattes(tmp_path: Path) -> None:
 
 
 def test_matte_quality_refuses_misaligned_videos(tmp_path: Path) -> None:
-    a = _write_gray(tmp_path / "a.mkv", [_disc(0)] * 4)
-    b = _write_gray(tmp_path / "b.mkv", [_disc(0)] * 3)
+    a = write_alpha(tmp_path / "a.mkv", [_disc(0)] * 4)
+    b = write_alpha(tmp_path / "b.mkv", [_disc(0)] * 3)
     with pytest.raises(ValueError, match="1 more frames"):
         matte_quality(a, b)
 
