@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -107,17 +107,8 @@ class ClaimRecord(BaseModel):
     @classmethod
     def of(cls, key: str, owner: ClaimOwner, now: float, lease_s: float) -> ClaimRecord:
         stamp = iso(now)
-        return cls(
-            key=key,
-            run=owner.run,
-            host=owner.host,
-            boot=owner.boot,
-            pid=owner.pid,
-            token=owner.token,
-            taken_at=stamp,
-            renewed_at=stamp,
-            expires_at=now + lease_s,
-        )
+        lease = {"taken_at": stamp, "renewed_at": stamp, "expires_at": now + lease_s}
+        return cls(key=key, **asdict(owner), **lease)
 
     def owner_dead(self) -> bool:
         """The owner is known dead: a process of this machine (same boot) that is gone."""

@@ -19,6 +19,16 @@ from tasks.errors import ErrorCode
 from tasks.ledger.jobs import Job, LedgerEntry, Status, now_iso
 from tasks.storage.store import redact_url
 
+# Columns copied as they are from the job's ledger entry.
+ENTRY_COLUMNS: tuple[str, ...] = (
+    "error_code",
+    "error",
+    "request_id",
+    "attempts",
+    "output_url",
+    "mask_url",
+)
+ENTRY_COLUMNS += ("bytes", "sha256", "estimated_cost_usd", "cost_usd")
 ERROR_MAX_CHARS = 500  # a row's error is a reason, not a traceback (that goes to the log)
 
 
@@ -111,20 +121,11 @@ class ResultRow(BaseModel):
             job_key=job.key,
             endpoint=job.endpoint,
             status=status,
-            error_code=entry.error_code,
-            error=entry.error,
-            request_id=entry.request_id,
-            attempts=entry.attempts,
-            output_url=entry.output_url,
-            mask_url=entry.mask_url,
+            **{k: getattr(entry, k) for k in ENTRY_COLUMNS},
             output_format=entry.metrics.get("output_format"),
             **{k: measured(k) for k in ("frames", "width", "height", "fps", "duration_s")},
             has_alpha=probe.get("has_alpha"),
             verified=(entry.verification or {}).get("ok"),
-            bytes=entry.bytes,
-            sha256=entry.sha256,
-            estimated_cost_usd=entry.estimated_cost_usd,
-            cost_usd=entry.cost_usd,
             possibly_billed_usd=entry.metrics.get("possibly_billed_usd", 0.0),
             **verification_columns(entry.verification),
             # A reused output did none of that work in this run.

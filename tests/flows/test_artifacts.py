@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.params import RunParams
+from tests.fakes import runs
 from tests.tasks.report.test_tables import assert_cost_report_adds_up
 
 pytestmark = pytest.mark.integration
@@ -48,11 +48,7 @@ def write_manifest(path: Path, clips: dict[str, Path], junk: Path) -> Path:
             "output_format": "",
         },
     ]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return runs.write_manifest(path, rows)
 
 
 async def artifacts_of(flow_run_id: UUID) -> dict[str, Any]:

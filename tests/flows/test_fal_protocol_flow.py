@@ -8,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.params import RunParams
 from tasks.errors import RunFailed
 from tests.fakes.fal_server import PIXELCUT, FakeFal, Faults
-from tests.flows.test_removal_fal import write_manifest
+from tests.fakes.runs import pixelcut_params, write_manifest
 
 
 class _ByCall(Faults):
@@ -39,13 +38,7 @@ async def test_fifty_rows_with_status_500s_and_submit_503s(
     rows = [{"id": f"s{i:02d}", "video_url": u} for i, u in enumerate(urls)]
     rows[7]["output_format"] = "mp4_h264"  # transparent H.264: invalid, never sent
     manifest = write_manifest(tmp_path / "m.csv", rows)
-    params = RunParams(
-        manifest=str(manifest),
-        endpoint="pixelcut",
-        output=str(tmp_path / "o"),
-        run_name="faults",
-        max_in_flight=8,
-    )
+    params = pixelcut_params(manifest, tmp_path / "o", "faults", max_in_flight=8)
     await remove_backgrounds(params)
     results = pd.read_csv(tmp_path / "o" / "runs" / "faults" / "results.csv")
     assert len(results) == 50
@@ -67,11 +60,10 @@ async def test_422_counts_against_the_budget(
     urls = [fake_fal.serve_file(clips["silent"], f"bad{i}.mp4") for i in range(3)]
     fake_fal.reject_inputs.add("bad")
     manifest = write_manifest(tmp_path / "m.csv", [{"video_url": u} for u in urls])
-    params = RunParams(
-        manifest=str(manifest),
-        endpoint="pixelcut",
-        output=str(tmp_path / "o"),
-        run_name="budget",
+    params = pixelcut_params(
+        manifest,
+        tmp_path / "o",
+        "budget",
         max_in_flight=1,
         budget_usd=0.05,
         fal_priority="low",

@@ -11,20 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from flows.params import RunParams
 from flows.removal import remove_backgrounds
+from tests.fakes.runs import write_manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture(scope="module")

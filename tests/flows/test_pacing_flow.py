@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,26 @@ from tests.fakes.fal_server import PIXELCUT, FakeFal
 PRICE = 0.022  # pixelcut: $0.022 per 30 frames; the test clips have 8 frames
 
 
+@contextmanager
+def account(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, latency_s: float, concurrency: int
+) -> Iterator[FakeFal]:
+    """A fake account of ``concurrency`` jobs in progress, each taking ``latency_s``; the run's
+    fal settings point at it and poll fast."""
+    with FakeFal(workdir, latency_s=latency_s, concurrency=concurrency) as fake:
+        for name, value in fake.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("MATTEFLOW_FAL_POLL_INITIAL_S", "0.05")
+        monkeypatch.setenv("MATTEFLOW_FAL_POLL_MAX_S", "0.1")
+        yield fake
+
+
 @pytest.fixture
 def fal_account(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FakeFal]:
     """A fake account allowing 10 jobs in progress, each taking 0.3 s; fast polling."""
-    with FakeFal(tmp_path_factory.mktemp("account"), latency_s=0.3, concurrency=10) as fake:
-        for name, value in fake.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("MATTEFLOW_FAL_POLL_INITIAL_S", "0.05")
-        monkeypatch.setenv("MATTEFLOW_FAL_POLL_MAX_S", "0.1")
+    with account(tmp_path_factory.mktemp("account"), monkeypatch, 0.3, 10) as fake:
         yield fake
 
 
@@ -112,11 +123,7 @@ async def test_cancel_mid_run_then_rerun_completes_the_rest(
     from flows.removal import remove_backgrounds
 
     # An account of 2 in progress and a cap of 5: three of ours wait IN_QUEUE at fal.
-    with FakeFal(tmp_path / "fake", latency_s=1.0, concurrency=2) as fake:
-        for name, value in fake.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("MATTEFLOW_FAL_POLL_INITIAL_S", "0.05")
-        monkeypatch.setenv("MATTEFLOW_FAL_POLL_MAX_S", "0.1")
+    with account(tmp_path / "fake", monkeypatch, latency_s=1.0, concurrency=2) as fake:
         n = 12
         manifest = catalog(fake, clips["silent"], tmp_path / "m.csv", n)
         out = tmp_path / "out"
@@ -163,11 +170,7 @@ async def test_cancelling_the_flow_run_in_prefect_cancels_its_fal_jobs(
 
     from flows.removal import remove_backgrounds
 
-    with FakeFal(tmp_path / "fake", latency_s=1.0, concurrency=1) as fake:
-        for name, value in fake.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("MATTEFLOW_FAL_POLL_INITIAL_S", "0.05")
-        monkeypatch.setenv("MATTEFLOW_FAL_POLL_MAX_S", "0.1")
+    with account(tmp_path / "fake", monkeypatch, latency_s=1.0, concurrency=1) as fake:
         manifest = catalog(fake, clips["silent"], tmp_path / "m.csv", 10)
         out = tmp_path / "out"
         run = params(manifest, out, max_in_flight=3, task_run_per_job=False)

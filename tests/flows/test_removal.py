@@ -15,14 +15,10 @@ import s3fs
 
 from flows.params import RunParams
 from flows.removal import remove_backgrounds
+from tests.fakes.runs import write_manifest
 from tests.fakes.seaweed import SeaweedS3
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 def run(params: RunParams) -> dict:

@@ -12,17 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.params import RunParams
 from tasks.errors import AuthError
 from tests.fakes.cli import run_command
 from tests.fakes.fal_server import PIXELCUT, FakeFal, Faults
+from tests.fakes.runs import pixelcut_params, write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 @pytest.mark.slow
@@ -44,13 +39,7 @@ async def test_fifty_rows_with_transient_faults(
     out = tmp_path / "out"
 
     async def run() -> dict[str, object]:
-        params = RunParams(
-            manifest=str(manifest),
-            endpoint="pixelcut",
-            output=str(out),
-            run_name="r1",
-            max_in_flight=8,
-        )
+        params = pixelcut_params(manifest, out, "r1", max_in_flight=8)
         return await remove_backgrounds(params)
 
     # Faults on every other kind of call, at the same rate, for the rest of the run.
@@ -101,13 +90,7 @@ async def test_auth_error_stops_the_run(
     fake_fal.locked = "User is locked. Reason: Exhausted balance. Top up at fal.ai"
     urls = [fake_fal.serve_file(clips["silent"], f"a{i}.mp4") for i in range(6)]
     manifest = write_manifest(tmp_path / "m.csv", [{"video_url": u} for u in urls])
-    params = RunParams(
-        manifest=str(manifest),
-        endpoint="pixelcut",
-        output=str(tmp_path / "o"),
-        run_name="locked",
-        max_in_flight=1,
-    )
+    params = pixelcut_params(manifest, tmp_path / "o", "locked", max_in_flight=1)
     with pytest.raises(AuthError) as info:
         await remove_backgrounds(params)
     assert fake_fal.key not in str(info.value)

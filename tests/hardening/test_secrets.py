@@ -26,6 +26,7 @@ from flows.removal import remove_backgrounds
 from tasks.errors import AuthError, StorageError
 from tasks.storage.store import Storage
 from tests.fakes.fal_server import FakeFal, Faults
+from tests.fakes.runs import pixelcut_params
 from tests.fakes.seaweed import SeaweedS3
 from tests.hardening.canary import (
     CANARIES,
@@ -138,12 +139,8 @@ def test_no_secret_reaches_any_output(
         # 1. fal, with transient faults, a failing job, a rejected input, a missing input.
         run_id, summary = asyncio.run(
             run_flow(
-                RunParams(
-                    manifest=str(local_manifest),
-                    endpoint="pixelcut",
-                    output=str(tmp_path / "fal-out"),
-                    run_name="fal",
-                    allow_local_inputs=True,
+                pixelcut_params(
+                    local_manifest, tmp_path / "fal-out", "fal", allow_local_inputs=True
                 )
             )
         )
@@ -154,14 +151,7 @@ def test_no_secret_reaches_any_output(
         # 2. fal with a revoked key: the run stops with an AuthError.
         fake.locked = "User is locked. Reason: Exhausted balance."
         run_id, raised = asyncio.run(
-            run_flow(
-                RunParams(
-                    manifest=str(local_manifest),
-                    endpoint="pixelcut",
-                    output=str(tmp_path / "fal-out"),
-                    run_name="revoked",
-                )
-            )
+            run_flow(pixelcut_params(local_manifest, tmp_path / "fal-out", "revoked"))
         )
         run_ids.append(run_id)
         assert isinstance(raised, AuthError)
