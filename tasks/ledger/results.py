@@ -20,15 +20,8 @@ from tasks.ledger.jobs import Job, LedgerEntry, Status, now_iso
 from tasks.storage.store import redact_url
 
 # Columns copied as they are from the job's ledger entry.
-ENTRY_COLUMNS: tuple[str, ...] = (
-    "error_code",
-    "error",
-    "request_id",
-    "attempts",
-    "output_url",
-    "mask_url",
-)
-ENTRY_COLUMNS += ("bytes", "sha256", "estimated_cost_usd", "cost_usd")
+ENTRY_COLUMNS = ["error_code", "error", "request_id", "attempts", "output_url", "mask_url"]
+ENTRY_COLUMNS += ["bytes", "sha256", "estimated_cost_usd", "cost_usd"]
 ERROR_MAX_CHARS = 500  # a row's error is a reason, not a traceback (that goes to the log)
 
 
