@@ -18,7 +18,7 @@ from tasks.engine.segment import Segmenter
 from tasks.errors import ErrorCode, MatteflowError, StorageError
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
-from tasks.ledger.reuse import reusable
+from tasks.ledger.reuse import reusable, skipped_row
 from tasks.media.facts import VideoFacts
 from tasks.media.formats import FormatSpec, spec_for
 from tasks.media.preflight import InputSettings, carry_rotation, preflight
@@ -83,15 +83,7 @@ def _run_local_job(
     entry = ledger.get(job.key)
     if reusable(entry, storage):
         assert entry is not None
-        return ResultRow.from_entry(
-            job,
-            entry,
-            Status.skipped,
-            cost_usd=0.0,
-            started_at=started_at,
-            finished_at=now_iso(),
-            elapsed_s=round(time.perf_counter() - t0, 3),
-        )
+        return skipped_row(job, entry, started_at, t0)
     if entry is None:
         entry = LedgerEntry(
             key=job.key, endpoint=job.endpoint, video_url=job.video_url, params=job.params

@@ -45,7 +45,7 @@ from tasks.ledger.claims import ClaimHeld, ClaimOwner, Claims, ClaimSettings, He
 from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso, safe_stem
 from tasks.ledger.results import ResultRow, ended_row
-from tasks.ledger.reuse import reusable
+from tasks.ledger.reuse import reusable, skipped_row
 from tasks.media.facts import VideoFacts, read_video_facts
 from tasks.media.inputs import local_path, readable_location
 from tasks.media.preflight import InputSettings, check_limits, check_remote, sniff_file
@@ -419,19 +419,6 @@ async def run_fal_job(job: Job, storage: Storage, runner: FalRunner) -> ResultRo
         return ended(Status.cancelled, ErrorCode.cancelled, NOT_SUBMITTED)
     row.cpu_s = meter.total_s
     return row
-
-
-def skipped_row(job: Job, entry: LedgerEntry, started_at: str, t0: float) -> ResultRow:
-    return ResultRow.from_entry(
-        job,
-        entry,
-        Status.skipped,
-        cost_usd=0.0,
-        possibly_billed_usd=0.0,
-        started_at=started_at,
-        finished_at=now_iso(),
-        elapsed_s=round(time.perf_counter() - t0, 3),
-    )
 
 
 async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float) -> ResultRow:

@@ -126,6 +126,8 @@ class ResultRow(BaseModel):
                 k: None if status is Status.skipped else entry.metrics.get(k) for k in SPEED_COLUMNS
             },
         )
+        if status is Status.skipped:  # and paid nothing in it
+            values.update(cost_usd=0.0, possibly_billed_usd=0.0)
         values.update(extra)
         return cls(**values)
 
