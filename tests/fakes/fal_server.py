@@ -273,6 +273,8 @@ class FakeFal:
         self.null_metrics = False  # COMPLETED with "metrics": null
         self.unknown_status: str | None = None  # status polls answer this status string
         self.queue_wait_s = 0.0  # every job waits this long IN_QUEUE before a runner takes it
+        self.runners_free = threading.Event()  # cleared: every job stays IN_QUEUE until set
+        self.runners_free.set()
         self.forbidden_tokens: set[str] = set()
         self.cdn_token = uuid.uuid4().hex
         self._multipart: dict[str, dict[str, Any]] = {}
@@ -310,6 +312,7 @@ class FakeFal:
 
     def stop(self) -> None:
         self._stopping = True
+        self.runners_free.set()
         self.stall_results.clear()
         self.stall_files = False
         if self._server is not None:
@@ -424,6 +427,7 @@ class FakeFal:
         return job
 
     def _run(self, job: FakeJob) -> None:
+        self.runners_free.wait()
         if self.queue_wait_s:
             time.sleep(self.queue_wait_s)
         if job.cancelled:

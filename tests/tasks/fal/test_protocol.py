@@ -292,15 +292,12 @@ async def test_fake_cdn_403_is_a_download_failure_not_an_auth_stop(
 async def test_fake_start_timeout_gives_the_job_up_unbilled(
     fake_fal: FakeFal, clips: dict[str, Path]
 ) -> None:
-    fake_fal.latency_s = 0.6  # the only worker is busy: the second job waits in the queue
-    fake_fal._pool._max_workers = 1
+    fake_fal.runners_free.clear()  # no runner is free: the job waits in the queue
     client = live(fake_fal, start_timeout_s=1.5)
     url = fake_fal.serve_file(clips["person"])
-    first = await client.submit(PIXELCUT, {"video_url": url})
-    fake_fal.latency_s = 0.0
-    fake_fal.jobs[first.request_id].start_timeout_s = None
-    with_deadline = await client.submit(PIXELCUT, {"video_url": url + "?b"})
+    with_deadline = await client.submit(PIXELCUT, {"video_url": url})
     fake_fal.jobs[with_deadline.request_id].start_timeout_s = 0.0  # its deadline has passed
+    fake_fal.runners_free.set()
     st = await client.wait(with_deadline.status_url)
     assert st.done
     with pytest.raises(EndpointError) as info:
@@ -308,4 +305,5 @@ async def test_fake_start_timeout_gives_the_job_up_unbilled(
     assert info.value.code == "fal_start_timeout"
     assert fake_fal.submit_headers[0]["x-fal-request-timeout"] == "1.5"
     assert fake_fal.calls[("result", 504)] == 1  # never retried
+    assert fake_fal.ran_inputs[(PIXELCUT, url)] == 0  # no runner took it: nothing billed
     await client.aclose()
