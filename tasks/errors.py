@@ -69,7 +69,6 @@ class ErrorCode(StrEnum):
     input_undecodable = "input_undecodable", "the input is not a readable video"
     input_no_video = "input_no_video", "the input has no video stream"
     input_no_frames = "input_no_frames", "the input has no decodable video frame"
-    input_odd_size = "input_odd_size", "4:2:0 output needs even width and height"
     input_too_large = "input_too_large", "the input is over MATTEFLOW_INPUT_MAX_BYTES"
     input_too_long = "input_too_long", "the input is over MATTEFLOW_INPUT_MAX_DURATION_S"
     input_too_many_pixels = "input_too_many_pixels", "the input is over MATTEFLOW_INPUT_MAX_PIXELS"

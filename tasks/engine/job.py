@@ -157,7 +157,7 @@ class LocalAttempt:
         with local_input(
             self.job.video_url, workdir, self.storage.input_options, max_bytes=limits.max_bytes
         ) as src:
-            facts = preflight(src, limits, spec)
+            facts = preflight(src, limits)
             out = workdir / f"output{spec.extension}"
             segmenter = self.segmenter_factory() if self.segmenter_factory else None
             try:
@@ -187,7 +187,11 @@ class LocalAttempt:
     ) -> VerifyReport:
         """Check the output against the input's facts and record the report in ``entry``."""
         expected = Expectation.from_input(
-            self.spec, self.options.transparent, facts, background_rgb=self.options.rgb
+            self.spec,
+            self.options.transparent,
+            facts,
+            size=self.spec.encoded_size(facts.width, facts.height),
+            background_rgb=self.options.rgb,
         )
         t_verify = time.perf_counter()
         report = verify_output(out, expected, settings)

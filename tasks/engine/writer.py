@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 
 from tasks.engine.closing import Closing
 from tasks.engine.reader import Audio, VideoReader
-from tasks.errors import ErrorCode, InputError
 from tasks.media.formats import FormatSpec
 
 # Encoder settings chosen for speed at good quality on a CPU. libvpx-vp9 with alpha, 1280x720
@@ -56,13 +56,8 @@ def encoder_threads(codec: str) -> int:
 
 
 def _add_video_stream(out: Any, spec: FormatSpec, transparent: bool, reader: VideoReader) -> Any:
-    width, height = reader.width, reader.height
+    width, height = spec.encoded_size(reader.width, reader.height)
     pix_fmt = spec.alpha_pix_fmt if transparent and spec.alpha_pix_fmt else spec.opaque_pix_fmt
-    if pix_fmt.endswith("420p") and (width % 2 or height % 2):
-        raise InputError(
-            f"{width}x{height} has an odd side; {spec.name.value} needs even sizes (4:2:0)",
-            code=ErrorCode.input_odd_size,
-        )
     rate = reader.rate
     stream = out.add_stream(spec.codec, rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -73,6 +68,13 @@ def _add_video_stream(out: Any, spec: FormatSpec, transparent: bool, reader: Vid
     if spec.codec == "libx265" and spec.container in ("mp4", "mov"):
         stream.codec_tag = "hvc1"
     return stream
+
+
+def pad_frame(frame: Any, right: int, bottom: int) -> Any:
+    """``frame`` grown by its own last column and row: H.264/H.265 in 4:2:0 take only even
+    sizes, and repeating the edge (the background, over a colour) shows no seam."""
+    rgb = np.pad(frame.to_ndarray(format="rgb24"), ((0, bottom), (0, right), (0, 0)), "edge")
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24")
 
 
 def _add_audio_stream(out: Any, spec: FormatSpec, ain: Any) -> Any:
@@ -100,6 +102,7 @@ class VideoWriter(Closing):
             self.container.close()
             raise
         self.fast = self.video.pix_fmt in FAST_PIX_FMTS
+        self.pad = (self.video.width - reader.width, self.video.height - reader.height)
         self.frames = 0
         self.last_time = 0.0  # the input time of the last frame written, in seconds
 
@@ -111,6 +114,8 @@ class VideoWriter(Closing):
                 self.container.mux(self.audio.encode(item.frame))
             return
         new, pts, ftime = item
+        if self.pad != (0, 0):
+            new = pad_frame(new, *self.pad)
         new.pts = pts if pts is not None else self.frames
         new.time_base = self.video.codec_context.time_base
         self.container.mux(self.video.encode(new))

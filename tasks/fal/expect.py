@@ -55,6 +55,8 @@ def fal_expectation(
     expected = Expectation.from_input(spec, transparent, facts, size=size, background_rgb=rgb)
     if not facts.frames_exact:
         expected = replace(expected, frames=None)
+    if not stated and spec.encoded_size(facts.width, facts.height) != (facts.width, facts.height):
+        expected = replace(expected, size_slack=1)  # H.264/H.265 cannot keep an odd side
     if stated and video.fps:
         expected = replace(expected, fps=float(video.fps))
     return expected

@@ -36,6 +36,18 @@ class FormatSpec:
     def carries_alpha(self) -> bool:
         return self.alpha_pix_fmt is not None
 
+    @property
+    def even_sizes(self) -> bool:
+        """x264 and x265 refuse odd sizes in 4:2:0 (H.264/H.265 crop in 2-pixel units);
+        libvpx-vp9 encodes them as they are (measured with this build)."""
+        return self.codec in ("libx264", "libx265")
+
+    def encoded_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size this format is written at: an odd side gains one pixel where it must."""
+        if not self.even_sizes:
+            return width, height
+        return width + width % 2, height + height % 2
+
 
 _VP9_ALPHA = "yuva420p"
 FORMATS: dict[OutputFormat, FormatSpec] = {

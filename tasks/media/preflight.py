@@ -6,7 +6,7 @@ files, how big an input may be, and whether it is a video at all.
   allow-listed root; a worker can refuse them whatever the parameters say.
 * Limits on bytes, duration, pixels and frames refuse an input before it is processed or paid for.
 * The preflight turns what would fail later into a clear row error now: an empty file, an HTML
-  page where a video was expected, an audio-only file, an odd frame size for 4:2:0 outputs.
+  page where a video was expected, an audio-only file.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.errors import ErrorCode, InputError
 from tasks.media.facts import VideoFacts, read_video_facts
-from tasks.media.formats import FormatSpec
 from tasks.media.inputs import local_path
 from tasks.storage.store import raise_for_input_response, redact_url, too_large
 
@@ -156,34 +155,18 @@ def sniff_file(path: Path, limits: InputSettings) -> int:
     return size
 
 
-def preflight(path: Path, limits: InputSettings, spec: FormatSpec | None = None) -> VideoFacts:
+def preflight(path: Path, limits: InputSettings) -> VideoFacts:
     """Everything that can be known about a local input before processing it, checked.
 
-    The file is opened once: its header is checked against the limits and the output format,
+    The file is opened once: its header is checked against the limits,
     then its packets are counted for the exact frame count a correct output must match.
     """
     sniff_file(path, limits)
 
     def check(facts: VideoFacts) -> None:
         check_limits(facts, limits, path.name)
-        if spec is not None:
-            check_even_size(facts, spec)
 
     return read_video_facts(path, scan=True, check=check)
-
-
-def check_even_size(facts: VideoFacts, spec: FormatSpec) -> None:
-    """Odd frame sizes are refused (not padded) for 4:2:0 outputs (VP9, H.264/5): padding would
-    change the output size, and ProRes 4444 and GIF take odd sizes as they are."""
-    if facts.width % 2 == 0 and facts.height % 2 == 0:
-        return
-    formats = {spec.opaque_pix_fmt, spec.alpha_pix_fmt or ""}
-    if any(f.endswith("420p") for f in formats if f):
-        raise InputError(
-            f"{facts.width}x{facts.height} has an odd side; {spec.name.value} needs even "
-            "sizes (4:2:0): use mov_proresks or gif, or crop the input by one pixel",
-            code=ErrorCode.input_odd_size,
-        )
 
 
 @functools.cache

@@ -177,6 +177,7 @@ class Expectation:
     duration_s: float | None = None
     variable_frame_rate: bool = False
     aspect: tuple[int, int] | None = None  # any size with this width:height ratio
+    size_slack: int = 0  # pixels either way each side may differ (an odd size rounded to even)
     background_rgb: tuple[int, int, int] | None = None  # solid colour of an opaque output
 
     @classmethod
@@ -380,7 +381,8 @@ def _geometry(
                 f"{found.frames} frames decoded, expected {expected.frames}",
             )
     if expected.width is not None and expected.height is not None:
-        if (found.width, found.height) != (expected.width, expected.height):
+        slack = expected.size_slack
+        if abs(found.width - expected.width) > slack or abs(found.height - expected.height) > slack:
             yield (
                 ErrorCode.wrong_size,
                 f"size {found.width}x{found.height}, expected {expected.width}x{expected.height}",

@@ -80,7 +80,6 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("html", "input_html", "HTML page"),
         ("noise", "input_undecodable", "not a readable video"),
         ("audio", "input_no_video", "audio only"),
-        ("odd", "input_odd_size", "63x47"),
     ],
 )
 def test_local_file_that_is_not_a_usable_video(
@@ -175,10 +174,26 @@ def output_of(row: dict[str, Any]) -> Path:
     return Path(row["output_url"])
 
 
-def test_odd_sizes_work_where_the_format_allows_them(bad: dict[str, Path], tmp_path: Path) -> None:
-    row = run(make_job(str(bad["odd"]), output_format="mov_proresks"), tmp_path / "out")
-    found = probe(output_of(row))
-    assert (found.width, found.height, found.frames, found.has_alpha) == (63, 47, 6, True)
+@pytest.mark.parametrize(
+    ("fmt", "size", "alpha"),
+    [
+        ("mov_proresks", (63, 47), True),
+        ("webm_vp9", (63, 47), True),  # VP9 keeps odd sizes in 4:2:0
+        ("mp4_h264", (64, 48), False),  # H.264 cannot: the edge is repeated
+    ],
+)
+def test_odd_sizes_go_through_every_format(
+    bad: dict[str, Path], tmp_path: Path, fmt: str, size: tuple[int, int], alpha: bool
+) -> None:
+    colour = {} if alpha else {"background": "green"}
+    row = run(make_job(str(bad["odd"]), output_format=fmt, **colour), tmp_path / "out")
+    out = output_of(row)
+    found = probe(out)
+    assert (found.width, found.height, found.frames, found.has_alpha) == (*size, 6, alpha)
+    if fmt == "mp4_h264":  # the added column and row repeat their neighbours
+        with av.open(str(out)) as c:
+            rgb = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+        assert abs(rgb[:, 63] - rgb[:, 62]).mean() < 8 and abs(rgb[47] - rgb[46]).mean() < 8
 
 
 def test_a_rotated_phone_video_keeps_its_rotation(bad: dict[str, Path], tmp_path: Path) -> None:

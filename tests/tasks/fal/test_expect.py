@@ -101,3 +101,25 @@ def test_no_input_facts_checks_format_only() -> None:
 
     expected = fal_expectation(PIXELCUT, PIXELCUT.options({}), None, VIDEO)
     assert expected.width is None and expected.frames is None and expected.fps is None
+
+
+def test_an_odd_input_may_come_back_one_pixel_even_in_h264_only(
+    clips: dict[str, Path],
+    tmp_path: Path,
+    probed: dict[str, object],
+    silent_webm: Callable[..., Path],
+) -> None:
+    odd = {**probed, "width": 63, "height": 47}
+    h264 = pixelcut_expectation(odd, output_format="mp4_h264", background="green")
+    vp9 = pixelcut_expectation(odd)
+    assert (h264.width, h264.height, h264.size_slack) == (63, 47, 1)
+    assert vp9.size_slack == 0  # VP9 keeps odd sizes: 64x48 is a wrong size there
+
+    def mp4(name: str, **faults: Any) -> Path:
+        fmt = OutputFormat.mp4_h264
+        return write_output(clips["silent"], tmp_path / name, fmt, transparent=False, **faults)
+
+    assert "wrong_size" not in verify_output(mp4("even.mp4"), h264).codes
+    assert "wrong_size" in verify_output(mp4("half.mp4", size=(32, 24)), h264).codes
+    odd_vp9 = pixelcut_expectation({**odd, "width": 65, "height": 49})
+    assert "wrong_size" in verify_output(silent_webm("even.webm"), odd_vp9).codes
