@@ -181,12 +181,21 @@ def test_an_outage_between_upload_and_commit_is_not_a_success(
 
 
 async def test_a_fal_job_whose_storage_goes_away_is_fetched_again_not_paid_again(
-    flaky_s3: SeaweedS3, clips: dict[str, Path], tmp_path: Path, tally: Counter[str]
+    flaky_s3: SeaweedS3,
+    clips: dict[str, Path],
+    tmp_path: Path,
+    tally: Counter[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from tests.fakes.fal_server import PIXELCUT, FakeFal
     from tests.hardening.test_fal_faults import job_for as fal_job
     from tests.hardening.test_fal_faults import runner_for
 
+    # The first run could not release its claim (storage was gone) and its process lives on:
+    # the rerun takes the claim over once the lease runs out (300 s by default, 2 s here).
+    monkeypatch.setenv("MATTEFLOW_CLAIM_LEASE_S", "2")
+    monkeypatch.setenv("MATTEFLOW_CLAIM_POLL_S", "0.2")
     brief = Backoff(attempts=2, base_delay_s=0.05, max_delay_s=0.1)
     store = StopsAfterUpload("s3://outage/fal", flaky_s3.storage_options(), retry=brief)
     store.server = flaky_s3
@@ -205,7 +214,9 @@ async def test_a_fal_job_whose_storage_goes_away_is_fetched_again_not_paid_again
         entry = Ledger(plain).get(job.key)
         assert entry is not None and entry.state is not JobState.succeeded and entry.request_id
         runner = runner_for(fake)
-        again = await run_fal_job(job, plain, runner)
+        with caplog.at_level(logging.WARNING, logger="matteflow"):
+            again = await run_fal_job(job, plain, runner)
         await runner.aclose()
+    assert any("took over the claim" in r.getMessage() for r in caplog.records)
     assert again["status"] == "succeeded" and again["request_id"] == entry.request_id
     assert fake.accepted[PIXELCUT] == 1  # the result was fetched again; nothing paid twice
