@@ -1,7 +1,7 @@
 """What a run needs from Prefect while its jobs run: cancel requests and a progress artifact.
 
 Cancelling a flow run in the UI moves it to CANCELLING; a worker then sends SIGTERM to the
-process. Both reach the run as one ``asyncio.Event``, so the worker pool can cancel the fal
+process; a terminal user presses Ctrl-C. All reach the run as one ``asyncio.Event``, so the worker pool can cancel the fal
 jobs in flight, let the ledger record them and write the partial report before it exits.
 """
 
@@ -28,16 +28,25 @@ CANCEL_POLL_S = 2.0  # how often the run asks the server whether it was cancelle
 PROGRESS_EVERY_S = 2.0  # at most one progress artifact update per this many seconds
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 @asynccontextmanager
 async def cancel_requests(cancel: asyncio.Event) -> AsyncIterator[None]:
-    """Set ``cancel`` on SIGTERM or when the flow run is marked CANCELLING on the server."""
+    """Set ``cancel`` on SIGTERM (a Prefect worker), SIGINT (Ctrl-C) or when the flow run is
+    marked CANCELLING on the server.
+
+    Ctrl-C is taken here too instead of left to ``asyncio.run``'s own handler, which cancels
+    the main task: that cancellation could land inside Prefect's engine rather than the worker
+    pool, and the run then went on to the end (seen in CI: a Ctrl-C that paid for every job).
+    """
     loop = asyncio.get_running_loop()
-    previous: Any = None
-    installed = False
+    previous: dict[signal.Signals, Any] = {}
     try:
-        previous = signal.getsignal(signal.SIGTERM)
-        loop.add_signal_handler(signal.SIGTERM, cancel.set)
-        installed = True
+        for sig in STOP_SIGNALS:
+            handler = signal.getsignal(sig)
+            loop.add_signal_handler(sig, cancel.set)
+            previous[sig] = handler
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: no signals
         pass
     watcher = asyncio.create_task(_watch_state(cancel), name="matteflow-cancel-poll")
@@ -47,9 +56,9 @@ async def cancel_requests(cancel: asyncio.Event) -> AsyncIterator[None]:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        if installed:
-            loop.remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
 
 
 async def _watch_state(cancel: asyncio.Event) -> None:
