@@ -77,11 +77,13 @@ def make_fake(workdir: Path, latency_s: float, concurrency: int) -> Any:
             self.outstanding = 0
             self.peak_outstanding = 0
 
-        def submit(self, app: str, arguments: dict[str, Any]) -> Any:
+        def submit(
+            self, app: str, arguments: dict[str, Any], headers: dict[str, str] | None = None
+        ) -> Any:
             with self._lock:
                 self.outstanding += 1
                 self.peak_outstanding = max(self.peak_outstanding, self.outstanding)
-            return super().submit(app, arguments)
+            return super().submit(app, arguments, headers)
 
         def _run(self, job: Any) -> None:
             try:
