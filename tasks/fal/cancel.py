@@ -22,6 +22,7 @@ from tasks.fal.saved import mark_completed, save_result
 from tasks.ledger.handles import Submission
 from tasks.ledger.jobs import Job, JobState, Ledger, LedgerEntry, Status, now_iso
 from tasks.ledger.results import ResultRow, ended_row
+from tasks.run.cpu import to_thread
 from tasks.storage.store import Storage
 
 IN_FLIGHT = (JobState.submitted, JobState.running)
@@ -70,7 +71,7 @@ async def cancel_fal_job(
     follow_s: float = FOLLOW_S,
 ) -> ResultRow:
     """``PUT cancel_url`` for ``job`` if fal has it, follow it, update the ledger, return its row."""
-    entry = await asyncio.to_thread(ledger.get, job.key)
+    entry = await to_thread(ledger.get, job.key)
     handles = entry.fal if entry is not None else None
     if entry is None or entry.state not in IN_FLIGHT or handles is None or not handles.submission:
         if entry is not None and entry.state is JobState.completed:
@@ -132,7 +133,7 @@ async def keep_result(
 
 async def save_cancelled(job: Job, entry: LedgerEntry, ledger: Ledger, note: str) -> ResultRow:
     entry.error_code, entry.error = ErrorCode.cancelled, note
-    await asyncio.to_thread(ledger.put, entry, event="cancelled")
+    await to_thread(ledger.put, entry, event="cancelled")
     return ResultRow.from_entry(job, entry, Status.cancelled, finished_at=now_iso())
 
 

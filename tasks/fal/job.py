@@ -137,9 +137,7 @@ class FalRunner:
 async def probe_location(job: Job, runner: FalRunner) -> str:
     """Where the input can be read for probing (a path or a URL; presigned for s3)."""
     expiry = runner.client.settings.presign_expiry_s
-    return await asyncio.to_thread(
-        readable_location, job.video_url, expiry, runner.input_storage_options
-    )
+    return await to_thread(readable_location, job.video_url, expiry, runner.input_storage_options)
 
 
 PROBE_ATTEMPTS = 3
@@ -430,8 +428,8 @@ async def _run_fal_job(job: Job, storage: Storage, runner: FalRunner, t0: float)
         return skipped_row(job, entry, started_at, t0)
     async with held_claim(runner.claims(storage), job.key) as claim:
         # Read again under the claim: another run may have finished the job meanwhile.
-        entry = await asyncio.to_thread(ledger.get, job.key)
-        if await asyncio.to_thread(reusable, entry, storage):
+        entry = await to_thread(ledger.get, job.key)
+        if await to_thread(reusable, entry, storage):
             assert entry is not None
             return skipped_row(job, entry, started_at, t0)
         if entry is None:

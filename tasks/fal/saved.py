@@ -9,7 +9,6 @@ later run downloads from what was saved and never asks fal for the job again.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tasks.fal.client import CallTrace, FalClient
 from tasks.fal.files import FalOutputs, parse_outputs
 from tasks.ledger.handles import FalFile, FalHandles, FalResult, Submission
 from tasks.ledger.jobs import JobState, Ledger, LedgerEntry, now_iso
+from tasks.run.cpu import to_thread
 from tasks.storage.store import Storage, sha256_file
 
 EXPIRED_STATUSES = (404, 410)
@@ -77,14 +77,14 @@ async def save_result(
             raise result_expired(entry, sub) from exc
         raise
     outputs = outputs_of(body)
-    video = await asyncio.to_thread(stage_inline, storage, entry.key, "video", outputs.video)
+    video = await to_thread(stage_inline, storage, entry.key, "video", outputs.video)
     mask = None
     if outputs.mask_video is not None:
-        mask = await asyncio.to_thread(stage_inline, storage, entry.key, "mask", outputs.mask_video)
+        mask = await to_thread(stage_inline, storage, entry.key, "mask", outputs.mask_video)
     handles = entry.fal = entry.fal or FalHandles()
     handles.result = FalResult(video=video, mask_video=mask)
     entry.state = JobState.completed
-    await asyncio.to_thread(ledger.put, entry, event="result_saved")
+    await to_thread(ledger.put, entry, event="result_saved")
     return handles.result
 
 
@@ -114,7 +114,7 @@ async def fetch_file(
     """Bring one output home: from fal's CDN, from its saved copy, or inline from the result."""
     copy = (file.model_extra or {}).get(SAVED_COPY)
     if copy and storage is not None:
-        data = await asyncio.to_thread(storage.read_bytes, str(copy))
+        data = await to_thread(storage.read_bytes, str(copy))
         if data is None:
             raise EndpointError(
                 f"the saved copy {copy} of an inline output is missing",

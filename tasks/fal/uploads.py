@@ -26,6 +26,7 @@ import httpx
 
 from tasks.errors import AuthError, EndpointError, ErrorCode
 from tasks.fal.client import UPLOADS, CallTrace, FalAnswer, FalClient, error_for
+from tasks.run.cpu import to_thread
 from tasks.storage.store import CHUNK
 
 PART_CONCURRENCY = 4  # parts in flight at once (fal_client: 10)
@@ -60,7 +61,7 @@ async def file_chunks(
     with path.open("rb") as fh:
         fh.seek(offset)
         while left > 0:
-            chunk = await asyncio.to_thread(fh.read, min(CHUNK, left))
+            chunk = await to_thread(fh.read, min(CHUNK, left))
             if not chunk:
                 return
             left -= len(chunk)

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.errors import ErrorCode, MatteflowError
+from tasks.run.cpu import to_thread
 from tasks.storage.store import Storage
 
 log = logging.getLogger("matteflow.claims")
@@ -241,7 +242,7 @@ async def acquire(claims: Claims, key: str, *, sleep: Sleep = asyncio.sleep) -> 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + claims.settings.wait_s
     while True:
-        got = await asyncio.to_thread(claims.take, key)
+        got = await to_thread(claims.take, key)
         if isinstance(got, Claim):
             return got
         if loop.time() >= deadline:
@@ -265,7 +266,7 @@ class HeldClaim:
 
     async def confirm(self) -> None:
         """Renew now; raises ``ClaimHeld`` if another run has taken the claim."""
-        await asyncio.to_thread(self.claims.renew, self.claim)
+        await to_thread(self.claims.renew, self.claim)
 
     async def keep_renewed(self) -> None:
         interval = self.claims.settings.lease_s / 3
@@ -294,6 +295,6 @@ async def held_claim(
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
         try:
-            await asyncio.to_thread(claims.release, held.claim)
+            await to_thread(claims.release, held.claim)
         except MatteflowError as exc:  # the lease runs out on its own
             log.warning("releasing the claim on %s failed: %s", key, exc)

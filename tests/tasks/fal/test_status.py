@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -187,3 +188,28 @@ async def test_past_the_stream_cap_jobs_poll_so_the_pool_keeps_connections(
     assert sorted(w.via for w in watches) == ["poll", "poll", "stream", "stream"]
     assert client.streams_open == 0 and client.stream_status
     await client.aclose()
+
+
+async def test_work_a_job_does_in_threads_counts_in_its_cpu_s(
+    fake_fal: FakeFal,
+    clips: dict[str, Path],
+    storage: Storage,
+    runner: FalRunner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ledger reads before and under the claim run in threads: both count, not only the first."""
+    import tasks.fal.job as fal_job
+
+    real = fal_job.reusable
+
+    def costly(*args: object) -> bool:
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.3:  # 0.3 s of this thread's CPU, whatever the load
+            pass
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fal_job, "reusable", costly)
+    url = fake_fal.serve_file(clips["person"])
+    row = await run_fal_job(make_job(url, "pixelcut"), storage, runner)
+    _ok(row)
+    assert row["cpu_s"] >= 0.6, row["cpu_s"]
