@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,13 +41,23 @@ async def cancel_requests(cancel: asyncio.Event) -> AsyncIterator[None]:
     Ctrl-C is taken here too instead of left to ``asyncio.run``'s own handler, which cancels
     the main task: that cancellation could land inside Prefect's engine rather than the worker
     pool, and the run then went on to the end (seen in CI: a Ctrl-C that paid for every job).
+    A second Ctrl-C leaves at once (``quit_now``).
     """
     loop = asyncio.get_running_loop()
     previous: dict[signal.Signals, Any] = {}
+    interrupts = 0
+
+    def stop(sig: signal.Signals) -> None:
+        nonlocal interrupts
+        interrupts += sig is signal.SIGINT
+        if interrupts > 1:
+            quit_now()
+        cancel.set()
+
     try:
         for sig in STOP_SIGNALS:
             handler = signal.getsignal(sig)
-            loop.add_signal_handler(sig, cancel.set)
+            loop.add_signal_handler(sig, stop, sig)
             previous[sig] = handler
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: no signals
         pass
@@ -59,6 +71,20 @@ async def cancel_requests(cancel: asyncio.Event) -> AsyncIterator[None]:
         for sig, handler in previous.items():
             loop.remove_signal_handler(sig)
             signal.signal(sig, handler)
+
+
+def quit_now() -> None:
+    """A second Ctrl-C: leave at once, as a kill would, without the wrap-up.
+
+    Nothing paid is lost: every request id, saved result and claim is already in the ledger
+    (the kill -9 tests hold the same promise), and the next run picks them up.
+    """
+    sys.stderr.write(
+        "second Ctrl-C: stopping now, without the report; run the same command again to "
+        "continue (jobs at fal are followed, none is paid twice)\n"
+    )
+    sys.stderr.flush()
+    os._exit(130)
 
 
 async def _watch_state(cancel: asyncio.Event) -> None:

@@ -146,6 +146,30 @@ def test_ctrl_c_with_jobs_running_then_a_rerun_pays_once(
         assert fake.accepted_inputs[(PIXELCUT, url)] == (2 if url in never_ran else 1)
 
 
+def test_a_second_ctrl_c_quits_at_once_and_the_rerun_pays_once(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    with FakeFal(tmp_path / "fal", latency_s=4.0, concurrency=2) as fake:
+        names = [f"q{i}" for i in range(4)]
+        path, urls = manifest(fake, clips["silent"], tmp_path, names)
+        out, env = str(tmp_path / "out"), environment(fake)
+        run = start(path, out, "first", env, in_flight=2)
+        wait_for(lambda: fake.in_progress == 2, run)
+        run.send_signal(signal.SIGINT)  # the running jobs keep going: the run follows them
+        time.sleep(0.5)
+        assert run.poll() is None
+        run.send_signal(signal.SIGINT)
+        output = run.communicate(timeout=30)[0]
+        assert run.returncode == 130, output[-3000:]
+        assert "second Ctrl-C: stopping now" in output
+        assert fake.in_progress == 2  # it left while fal still ran them
+        rerun = start(path, out, "second", env)
+        output = rerun.communicate(timeout=300)[0]
+        second = results(Storage(out), "second", output)
+    assert set(second["status"]) <= DONE and len(second) == 4, second
+    one_job_per_video(fake, urls)
+
+
 def test_kill_9_after_completion_with_results_expired_before_the_rerun(
     tmp_path: Path, clips: dict[str, Path]
 ) -> None:
