@@ -225,34 +225,26 @@ def footage_dir() -> Path:
 
 def megamind_720p(footage: Path, work: Path) -> Path:
     """Megamind.avi scaled to 1280x720 (x264 crf 18): the issue's real 720p clip."""
-    dst = work / "Megamind_720p.mp4"
-    if dst.exists():
-        return dst
-    with av.open(str(footage / "Megamind.avi")) as c, av.open(str(dst), "w") as out:
-        vin = c.streams.video[0]
-        s = out.add_stream("libx264", rate=vin.average_rate)
-        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
-        s.options = {"crf": "18", "preset": "veryfast"}
-        for i, f in enumerate(c.decode(vin)):
-            g = f.reformat(width=1280, height=720, format="yuv420p")
-            g.pts = i
-            out.mux(s.encode(g))
-        out.mux(s.encode(None))
-    return dst
+    return scaled_clip(footage / "Megamind.avi", work / "Megamind_720p.mp4", 1280, 720)
 
 
 def small_clip(footage: Path, work: Path, frames: int) -> Path:
     """The first ``frames`` frames of Megamind.avi at 176x144: a short, small real clip."""
     dst = work / f"Megamind_176x144_{frames}.mp4"
+    return scaled_clip(footage / "Megamind.avi", dst, 176, 144, frames)
+
+
+def scaled_clip(src: Path, dst: Path, width: int, height: int, frames: int | None = None) -> Path:
+    """``src`` scaled to ``width``x``height`` (x264 crf 18), its first ``frames`` frames."""
     if dst.exists():
         return dst
-    with av.open(str(footage / "Megamind.avi")) as c, av.open(str(dst), "w") as out:
+    with av.open(str(src)) as c, av.open(str(dst), "w") as out:
         vin = c.streams.video[0]
         s = out.add_stream("libx264", rate=vin.average_rate)
-        s.width, s.height, s.pix_fmt = 176, 144, "yuv420p"
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
         s.options = {"crf": "18", "preset": "veryfast"}
         for i, f in enumerate(itertools.islice(c.decode(vin), frames)):
-            g = f.reformat(width=176, height=144, format="yuv420p")
+            g = f.reformat(width=width, height=height, format="yuv420p")
             g.pts = i
             out.mux(s.encode(g))
         out.mux(s.encode(None))

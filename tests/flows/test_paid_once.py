@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -121,27 +122,46 @@ def test_two_overlapping_runs_on_s3_pay_once(
         overlapping_runs(fake, clips["silent"], tmp_path, out, env)
 
 
+@dataclass
+class Interrupted:
+    """A first run sent Ctrl-C while two of its jobs ran at fal."""
+
+    path: Path
+    urls: list[str]
+    out: str
+    env: dict[str, str]
+    run: subprocess.Popen[str]
+
+    def rerun(self) -> pd.DataFrame:
+        """The same command again, to its end: its results table."""
+        rerun = start(self.path, self.out, "second", self.env)
+        output = rerun.communicate(timeout=300)[0]
+        return results(Storage(self.out), "second", output)
+
+
+def interrupted(fake: FakeFal, clip: Path, tmp: Path, rows: int, in_flight: int) -> Interrupted:
+    path, urls = manifest(fake, clip, tmp, [f"c{i}" for i in range(rows)])
+    out, env = str(tmp / "out"), environment(fake)
+    run = start(path, out, "first", env, in_flight)
+    wait_for(lambda: fake.in_progress == 2, run)
+    run.send_signal(signal.SIGINT)
+    return Interrupted(path, urls, out, env, run)
+
+
 def test_ctrl_c_with_jobs_running_then_a_rerun_pays_once(
     tmp_path: Path, clips: dict[str, Path]
 ) -> None:
     with FakeFal(tmp_path / "fal", latency_s=1.5, concurrency=2) as fake:
-        names = [f"c{i}" for i in range(6)]
-        path, urls = manifest(fake, clips["silent"], tmp_path, names)
-        out, env = str(tmp_path / "out"), environment(fake)
-        run = start(path, out, "first", env)
-        wait_for(lambda: fake.in_progress == 2, run)
-        run.send_signal(signal.SIGINT)
-        output = run.communicate(timeout=120)[0]
-        assert run.returncode == 130, output[-3000:]
-        first = results(Storage(out), "first", output)
+        first_run = interrupted(fake, clips["silent"], tmp_path, 6, in_flight=4)
+        output = first_run.run.communicate(timeout=120)[0]
+        assert first_run.run.returncode == 130, output[-3000:]
+        first = results(Storage(first_run.out), "first", output)
         assert set(first["status"]) == {"cancelled"} and first["error"].notna().all()
         assert first["error"].str.contains("despite the cancel").sum() == 2, first["error"]
-        rerun = start(path, out, "second", env)
-        output = rerun.communicate(timeout=300)[0]
-        second = results(Storage(out), "second", output)
+        second = first_run.rerun()
     assert set(second["status"]) <= DONE and len(second) == 6, second
     never_ran = set(first.loc[first["error"].str.contains("before it ran"), "video_url"])
-    for url in urls:
+    for url in first_run.urls:
         assert fake.ran_inputs[(PIXELCUT, url)] == 1, (url, fake.stats())
         assert fake.accepted_inputs[(PIXELCUT, url)] == (2 if url in never_ran else 1)
 
@@ -150,24 +170,17 @@ def test_a_second_ctrl_c_quits_at_once_and_the_rerun_pays_once(
     tmp_path: Path, clips: dict[str, Path]
 ) -> None:
     with FakeFal(tmp_path / "fal", latency_s=4.0, concurrency=2) as fake:
-        names = [f"q{i}" for i in range(4)]
-        path, urls = manifest(fake, clips["silent"], tmp_path, names)
-        out, env = str(tmp_path / "out"), environment(fake)
-        run = start(path, out, "first", env, in_flight=2)
-        wait_for(lambda: fake.in_progress == 2, run)
-        run.send_signal(signal.SIGINT)  # the running jobs keep going: the run follows them
-        time.sleep(0.5)
-        assert run.poll() is None
-        run.send_signal(signal.SIGINT)
-        output = run.communicate(timeout=30)[0]
-        assert run.returncode == 130, output[-3000:]
+        first = interrupted(fake, clips["silent"], tmp_path, 4, in_flight=2)
+        time.sleep(0.5)  # the running jobs keep going: the run follows them
+        assert first.run.poll() is None
+        first.run.send_signal(signal.SIGINT)
+        output = first.run.communicate(timeout=30)[0]
+        assert first.run.returncode == 130, output[-3000:]
         assert "second Ctrl-C: stopping now" in output
         assert fake.in_progress == 2  # it left while fal still ran them
-        rerun = start(path, out, "second", env)
-        output = rerun.communicate(timeout=300)[0]
-        second = results(Storage(out), "second", output)
+        second = first.rerun()
     assert set(second["status"]) <= DONE and len(second) == 4, second
-    one_job_per_video(fake, urls)
+    one_job_per_video(fake, first.urls)
 
 
 def test_kill_9_after_completion_with_results_expired_before_the_rerun(
