@@ -3,7 +3,8 @@
 Issue 14 asked whether static quantization pays on this CPU (AVX512-VNNI). This script
 quantizes the model as the engine runs it (input made dynamic, here 192x160 as for a 640x480
 clip), calibrating on real frames (box, cup, tree, Megamind; `make footage`), and compares each
-variant with float32 on other frames of box.mp4 and cup.mp4: CPU ms an inference on one thread
+variant with float32 on other frames of box.mp4 and cup.mp4, through the engine's own
+segmenter (its input tensor and matte normalisation): CPU ms a call on one thread
 (median of 3 passes) and how well its matte agrees with float32's (mean absolute difference of
 the min-max normalised mattes, IoU of their >= 0.5 masks).
 
@@ -20,60 +21,49 @@ from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from bench.engine_bench import footage_dir
-from tasks.engine.general import dynamic_input, u2netp_bytes
-from tasks.engine.onnx_engine import IMAGENET_MEAN, IMAGENET_STD
+from tasks.engine.general import (
+    GeneralSegmenter,
+    dynamic_input,
+    model_tensor,
+    session_options,
+    u2netp_bytes,
+)
 
 W, H = 192, 160  # model_size(640, 480, GENERAL_SIDE)
-F32 = npt.NDArray[np.float32]
 
 
 def frames(name: str, every: int, count: int, skip: int = 0) -> Iterator[npt.NDArray[np.uint8]]:
+    """Frames of a footage clip, RGB at the model's size, as the engine hands them over."""
     with av.open(str(footage_dir() / name)) as c:
         picked = itertools.islice(c.decode(video=0), skip, None, every)
         for f in itertools.islice(picked, count):
-            yield f.to_ndarray(format="rgb24")
+            yield f.to_ndarray(width=W, height=H, format="rgb24")
 
 
-def model_input(rgb: npt.NDArray[np.uint8]) -> F32:
-    x = cv2.resize(rgb, (W, H), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
-
-
-def session(path: Path) -> Any:
+def measure(path: Path, held_out: list[npt.NDArray[np.uint8]]) -> tuple[list[Any], float]:
+    """The engine's segmenter on ``path``: its mattes, and median CPU ms a call on one thread."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # as the engine runs it
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def normalised(m: F32) -> F32:
-    lo, hi = float(m.min()), float(m.max())
-    return (m - lo) / max(hi - lo, 1e-6)
-
-
-def measure(path: Path, inputs: list[F32]) -> tuple[list[F32], float]:
-    s = session(path)
-    name = s.get_inputs()[0].name
-    mattes = [normalised(s.run(None, {name: x})[0][0, 0]) for x in inputs]
+    seg = GeneralSegmenter(
+        ort.InferenceSession(
+            str(path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
+    )
+    mattes = [seg(rgb) for rgb in held_out]
     times = []
     for _ in range(3):
-        for x in inputs:
+        for rgb in held_out:
             t0 = time.thread_time()
-            s.run(None, {name: x})
+            seg(rgb)
             times.append(time.thread_time() - t0)
     return mattes, 1e3 * float(np.median(times))
 
 
-def quantized(work: Path, calibration: list[F32]) -> dict[str, Path]:
+def quantized(work: Path, calibration: list[npt.NDArray[np.uint8]]) -> dict[str, Path]:
     import onnx
     from onnx import version_converter
     from onnxruntime.quantization import (
@@ -99,9 +89,9 @@ def quantized(work: Path, calibration: list[F32]) -> dict[str, Path]:
         def __init__(self) -> None:
             self.left = iter(calibration)
 
-        def get_next(self) -> dict[str, F32] | None:
-            x = next(self.left, None)
-            return None if x is None else {"input.1": x}
+        def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+            rgb = next(self.left, None)
+            return None if rgb is None else {"input.1": model_tensor(rgb)}
 
     u8, s8, u16 = QuantType.QUInt8, QuantType.QInt8, QuantType.QUInt16
     variants: dict[str, dict[str, Any]] = {
@@ -131,18 +121,16 @@ def quantized(work: Path, calibration: list[F32]) -> dict[str, Path]:
 
 def main() -> int:
     calibration = [
-        model_input(f)
+        f
         for clip in ("box.mp4", "cup.mp4", "tree.avi", "Megamind.avi")
         for f in frames(clip, 15, 8)
     ]
-    held_out = [model_input(f) for clip in ("box.mp4", "cup.mp4") for f in frames(clip, 20, 10, 7)]
+    held_out = [f for clip in ("box.mp4", "cup.mp4") for f in frames(clip, 20, 10, 7)]
     with tempfile.TemporaryDirectory() as tmp:
         models = quantized(Path(tmp), calibration)
         reference, float_ms = measure(models.pop("float32"), held_out)
         print(f"\nU²-Net-p at {W}x{H}, one thread, {len(held_out)} held-out frames of box and cup")
-        print(
-            "| variant | CPU ms an inference | speed vs float32 | matte MAD vs float32 | IoU@0.5 |"
-        )
+        print("| variant | CPU ms a call | speed vs float32 | matte MAD vs float32 | IoU@0.5 |")
         print("|---|---|---|---|---|")
         print(f"| float32 | {float_ms:.1f} | 1.00x | 0 | 1 |")
         for label, path in models.items():

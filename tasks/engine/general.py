@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from tasks.engine.onnx_engine import IMAGENET_MEAN, IMAGENET_STD, _ort, _run
 from tasks.engine.segment import Matte, MissingExtra, ModelError, RGBFrame
@@ -63,19 +64,33 @@ def dynamic_input(model: bytes) -> bytes:
 @functools.lru_cache(maxsize=2)
 def general_session(path: str | None = None) -> Any:
     """One onnxruntime session per process (per weights file), shared by every job."""
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # One thread, no spinning: the engine's other stages hold the other cores, and on two cores
-    # a second onnxruntime thread cost 238 ms of CPU an inference against 139 ms for one
-    # (192x160, measured on the shared CI machine).
-    options.intra_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = dynamic_input(u2netp_bytes(Path(path) if path else None))
     try:
-        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        return _ort().InferenceSession(
+            model, sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime raises pybind-generated types with no common base
         raise ModelError(f"onnxruntime cannot load U²-Net-p: {exc}") from exc
+
+
+def session_options() -> Any:
+    """How the engine runs U²-Net-p: one thread, no spinning.
+
+    The engine's other stages hold the other cores, and on two cores a second onnxruntime thread
+    cost 238 ms of CPU an inference against 139 ms for one (192x160, measured on the shared CI
+    machine).
+    """
+    options = _ort().SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def model_tensor(rgb: RGBFrame) -> npt.NDArray[np.float32]:
+    """The model's input for an RGB frame already at the model's size: ImageNet-normalised NCHW."""
+    x = (rgb.astype(np.float32) * np.float32(1.0 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
 def model_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -105,8 +120,7 @@ class GeneralSegmenter:
         return model_size(width, height, self._side)
 
     def __call__(self, rgb: RGBFrame) -> Matte:
-        x = (rgb.astype(np.float32) * np.float32(1.0 / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
-        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+        x = model_tensor(rgb)
         out = np.asarray(_run(self._session, [self._output], {self._input: x})[0][0, 0])
         lo, hi = float(out.min()), float(out.max())
         if hi - lo < 1e-3:  # nothing salient: no stretching noise into a matte
