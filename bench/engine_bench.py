@@ -483,10 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     header = f"machine: {machine()}; date {started:%Y-%m-%d %H:%M} UTC"
     print(header, flush=True)
     if args.corpus_only:
-        rows = corpus(work, args.formats.split(","), not args.no_naive, args.clips)
-        fixed = fixed_cost(work, ["selfie", "general"])
-        report = [header, "", *corpus_report(rows), "", *fixed_report(fixed)]
-        return write_report(args, started, report, {"corpus": rows, "fixed": fixed})
+        lines, data = real_footage(work, args)
+        return write_report(args, started, [header, *lines], data)
 
     speed_rows: list[list[Any]] = []
     flicker: dict[str, float] = {}
@@ -599,11 +597,17 @@ def main(argv: list[str] | None = None) -> int:
         report.append(table(["clip", "RSS warm", "peak in run", "growth", "ru_maxrss"], mem_rows))
     data = {"speed": speed_rows, "quality": quality_rows, "flicker": flicker, "memory": mem_rows}
     if not args.no_corpus:
-        rows = corpus(work, args.formats.split(","), not args.no_naive, args.clips)
-        fixed = fixed_cost(work, ["selfie", "general"])
-        report += ["", *corpus_report(rows), "", *fixed_report(fixed)]
-        data["corpus"], data["fixed"] = rows, fixed
+        lines, footage = real_footage(work, args)
+        report += lines
+        data.update(footage)
     return write_report(args, started, report, data)
+
+
+def real_footage(work: Path, args: Any) -> tuple[list[str], dict[str, Any]]:
+    """The corpus table and the fixed cost per job: report lines and their data."""
+    rows = corpus(work, args.formats.split(","), not args.no_naive, args.clips)
+    fixed = fixed_cost(work, ["selfie", "general"])
+    return ["", *corpus_report(rows), "", *fixed_report(fixed)], {"corpus": rows, "fixed": fixed}
 
 
 def corpus_report(rows: list[list[Any]]) -> list[str]:
