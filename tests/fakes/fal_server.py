@@ -725,6 +725,8 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self._drain()
+        # Counted before the answer leaves: a client that has its answer finds it counted.
+        self.server_fake.count(kind, status)
         self.send_response(status)
         ctype = "text/html" if isinstance(payload, bytes) else "application/json"
         self.send_header("Content-Type", (headers or {}).pop("Content-Type", ctype))
@@ -733,7 +735,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
-        self.server_fake.count(kind, status)
 
     def _drop(self, kind: str) -> None:
         self.server_fake.count(kind, 0)
@@ -1004,12 +1005,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, job: FakeJob, query: dict[str, list[str]]) -> None:
         """Server-sent events: the status now and at each change; ends after COMPLETED."""
         fake = self.server_fake
+        fake.count("stream", 200)  # before the answer leaves, as in _send
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        fake.count("stream", 200)
         last, sent = "", 0
         try:
             while True:
